@@ -1,0 +1,82 @@
+"""The demo: a sample shop, the emulator, and one real Dagster run over every partition, on embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from replicate_assets.catalogue import Catalogue, engine_for
+from replicate_assets.cli import print_status
+from replicate_assets.emulator import Emulator
+from replicate_assets.sample_shop import ImageServer, build_sample_shop
+from replicate_assets.settings import DEFAULT_DATABASE_URL, DEFAULT_EMBEDDINGS_LOG
+
+DEMO_TOKEN = "r8_demo_token_for_the_local_emulator"
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float = 0.05) -> int:
+    """Build the sample shop in `workdir`, embed it through `dagster asset materialize`, print the status."""
+    database = workdir / DEFAULT_DATABASE_URL.removeprefix("sqlite:///")
+    dagster_home = workdir / ".dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    log_file = workdir / DEFAULT_EMBEDDINGS_LOG
+    engine = engine_for(sqlite_url(database))
+    images = ImageServer()
+    with Emulator(latency=latency, jitter=latency, creates_per_minute=6000, burst=50, token=DEMO_TOKEN) as emulator:
+        shop = build_sample_shop(engine, images, products=products, days=days)
+        print(
+            f"sample shop: {shop.products} products, {shop.images} images from {shop.first_day} to "
+            f"{shop.last_day} in {database} ({len(shop.broken)} images broken on purpose)"
+        )
+        print(f"Replicate emulator at {emulator.base_url}, images served at {images.base_url}")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home.resolve()),
+            "DATABASE_URL": sqlite_url(database),
+            "IMAGE_BASE_URL": images.base_url,
+            "REPLICATE_BASE_URL": emulator.base_url,
+            "REPLICATE_API_TOKEN": DEMO_TOKEN,
+            "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": "6000",
+            "REPLICATE_EMBEDDINGS_LOG": str(log_file.resolve()),
+        }
+        env.pop("REPLICATE_MODEL", None)
+        partition_range = f"{shop.first_day}...{shop.last_day}"
+        command = [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "materialize",
+            "-m",
+            "replicate_assets",
+            "--select",
+            "product_images+",
+            "--partition-range",
+            partition_range,
+        ]
+        print(
+            f"running: dagster asset materialize -m replicate_assets --select 'product_images+' "
+            f"--partition-range {partition_range}"
+        )
+        run_log = workdir / "logs" / "demo_dagster_run.log"
+        run_log.parent.mkdir(parents=True, exist_ok=True)
+        with run_log.open("w") as out:
+            result = subprocess.run(command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+        images.stop()
+    if result.returncode != 0:
+        print(f"the Dagster run failed (exit {result.returncode}); its output is in {run_log}:")
+        print("\n".join(run_log.read_text().splitlines()[-30:]))
+        return result.returncode
+    print(f"the Dagster run succeeded; its output is in {run_log}, the progress log in {log_file}")
+    print()
+    print_status(Catalogue.connect(sqlite_url(database)))
+    print()
+    print(f"See it in the Dagster UI: DAGSTER_HOME={dagster_home} dagster dev -w workspace.yaml")
+    return 0

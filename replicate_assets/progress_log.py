@@ -1,0 +1,33 @@
+"""The plain progress log, in the Laravel version's format: `[2025-01-15 10:30:45] Indexed ProductImage #34 ...`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from pathlib import Path
+
+import dagster as dg
+
+
+def indexed_line(product_image_id: int, product_id: int) -> str:
+    return f"Indexed ProductImage #{product_image_id} for Product #{product_id}"
+
+
+def failed_line(product_image_id: int, error: str) -> str:
+    return f"Failed ProductImage #{product_image_id} - error: {error}"
+
+
+class ProgressLog(dg.ConfigurableResource):
+    """Appends one timestamped line per image outcome to a file (REPLICATE_EMBEDDINGS_LOG)."""
+
+    path: str
+
+    def write(self, messages: Iterable[str]) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        text = "".join(f"[{stamp}] {message}\n" for message in messages)
+        if not text:
+            return
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log:
+            log.write(text)

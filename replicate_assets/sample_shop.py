@@ -1,0 +1,176 @@
+"""A sample shop for the demo and the tests: Laravel-shaped tables, generated PNG images, a local image server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import struct
+import threading
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+
+def shop_metadata() -> sa.MetaData:
+    """`products` and `product_images` as a Laravel migration makes them (BIGINT UNSIGNED ids on MySQL)."""
+    metadata = sa.MetaData()
+    id_type = sa.BigInteger().with_variant(sa.Integer, "sqlite").with_variant(mysql.BIGINT(unsigned=True), "mysql")
+    sa.Table(
+        "products",
+        metadata,
+        sa.Column("id", id_type, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime),
+        mysql_engine="InnoDB",
+    )
+    sa.Table(
+        "product_images",
+        metadata,
+        sa.Column("id", id_type, primary_key=True, autoincrement=True),
+        sa.Column("product_id", id_type, sa.ForeignKey("products.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("path", sa.String(2048)),
+        sa.Column("created_at", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime),
+        mysql_engine="InnoDB",
+    )
+    return metadata
+
+
+def create_shop_tables(engine: sa.Engine, reset: bool = False) -> None:
+    """Create the shop's tables; with reset, drop them and ours first (a fresh sample shop)."""
+    if reset:
+        with engine.begin() as conn:
+            for name in ("product_embeddings", "clip_embedding_outcomes", "product_images", "products"):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+    shop_metadata().create_all(engine)
+
+
+def png(seed: int, size: int = 16) -> bytes:
+    """A small valid PNG whose pixels depend on `seed`: distinct seeds give distinct bytes."""
+    rng = random.Random(seed)
+    rows = b"".join(b"\x00" + bytes(rng.randrange(256) for _ in range(size * 3)) for _ in range(size))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+class ImageServer:
+    """Serves `images` (path -> bytes) over HTTP on 127.0.0.1; any other path answers 404."""
+
+    def __init__(self, images: dict[str, bytes] | None = None, port: int = 0):
+        self.images: dict[str, bytes] = images if images is not None else {}
+        store = self.images
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                data = store.get(self.path.split("?")[0].lstrip("/"))
+                self.send_response(200 if data else 404)
+                self.send_header("Content-Type", "image/png" if data else "text/plain")
+                body = data or b"not found"
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="image-server", daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class SampleShop:
+    """What `build_sample_shop` made, so callers can check the outcome."""
+
+    products: int = 0
+    images: int = 0
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+    broken: dict[int, str] = field(default_factory=dict)  # product_image_id -> why it cannot be embedded
+    products_without_images: int = 0
+
+
+def build_sample_shop(
+    engine: sa.Engine,
+    server: ImageServer,
+    *,
+    products: int = 240,
+    days: int = 30,
+    today: dt.date | None = None,
+    seed: int = 7,
+) -> SampleShop:
+    """Fill a fresh shop: products with 1-3 images over `days` days ending `today`; a few images are broken.
+
+    Half the paths are relative (Laravel's public storage), so IMAGE_BASE_URL must be the server's base URL.
+    """
+    rng = random.Random(seed)
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    create_shop_tables(engine, reset=True)
+    tables = shop_metadata().tables
+    shop = SampleShop(first_day=today - dt.timedelta(days=days - 1), last_day=today)
+    product_rows, image_rows = [], []
+    image_id = 0
+    for product_id in range(1, products + 1):
+        day = shop.first_day + dt.timedelta(days=rng.randrange(days))
+        created = dt.datetime.combine(day, dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60)))
+        product_rows.append(
+            {"id": product_id, "name": f"Sample product {product_id}", "created_at": created, "updated_at": created}
+        )
+        if product_id % 40 == 0:
+            shop.products_without_images += 1
+            continue
+        for position in range(rng.randint(1, 3)):
+            image_id += 1
+            path = f"products/{product_id}/{position}.png"
+            server.images[path] = png(image_id)
+            if image_id % 2:
+                path = f"{server.base_url}/{path}"
+            image_rows.append(
+                {"id": image_id, "product_id": product_id, "path": path, "created_at": created, "updated_at": created}
+            )
+    # Deliberately broken rows, as a real catalogue has them.
+    breakages = {
+        5: ("products/5/missing.png", "dead URL (404)"),
+        57: ("", "empty path"),
+        123: ("ftp://files.example/x.png", "not http(s)"),
+        201: (None, "null path"),
+        333: (f"{server.base_url}/gone/333.png?signature=s3cr3t", "dead signed URL (404)"),
+    }
+    for index, (path, why) in breakages.items():
+        if index <= len(image_rows):
+            image_rows[index - 1]["path"] = path
+            shop.broken[image_rows[index - 1]["id"]] = why
+    # Two products share another's image URL: it is embedded (and paid for) once.
+    for index in (10, 11):
+        if index < len(image_rows):
+            image_rows[index]["path"] = image_rows[2]["path"]
+    with engine.begin() as conn:
+        conn.execute(tables["products"].insert(), product_rows)
+        conn.execute(tables["product_images"].insert(), image_rows)
+        if engine.dialect.name == "postgresql":  # explicit ids do not move PostgreSQL's sequences
+            for name in ("products", "product_images"):
+                conn.execute(
+                    sa.text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT MAX(id) FROM {name}))")
+                )
+    shop.products, shop.images = len(product_rows), len(image_rows)
+    return shop

@@ -1,0 +1,165 @@
+"""Shared fixtures: the emulator and an image server on loopback, shop databases on SQLite, PostgreSQL, MariaDB.
+
+PostgreSQL and MariaDB tests skip with a reason where no server answers, except under CI (CI=true), where a
+missing server is a failure: CI must run them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from replicate_assets import catalogue as catalogue_module
+from replicate_assets.catalogue import ShopDatabase, engine_for
+from replicate_assets.emulator import Emulator
+from replicate_assets.progress_log import ProgressLog
+from replicate_assets.replicate import ReplicateClient
+from replicate_assets.sample_shop import ImageServer, SampleShop, build_sample_shop
+
+TOKEN = "r8_test_token_0123456789"
+TODAY = dt.date(2025, 1, 17)  # the sample shop's images fall on 2025-01-15, -16 and -17
+DAYS = ["2025-01-15", "2025-01-16", "2025-01-17"]
+SERVER_URLS = {
+    "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    "mariadb": os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql"),
+}
+
+
+def server_database(kind: str) -> str:
+    """A fresh database on the server of `kind`; skips (or fails under CI) when the server is down."""
+    admin_url = SERVER_URLS[kind]
+    name = f"replicate_assets_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+    except sa.exc.OperationalError as err:
+        message = f"no {kind} server at {sa.make_url(admin_url).render_as_string()}: {err.orig}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI must run the {kind} tests)")
+        pytest.skip(message)
+    return str(sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False))
+
+
+def drop_server_database(url: str) -> None:
+    parsed = sa.make_url(url)
+    engine_for(url).dispose()
+    engine_for.cache_clear()
+    admin = sa.create_engine(
+        parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else "mysql"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        if parsed.get_backend_name() == "postgresql":
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {parsed.database} WITH (FORCE)"))
+        else:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {parsed.database}"))
+    admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_catalogue_cache() -> Iterator[None]:
+    catalogue_module._catalogue.cache_clear()
+    yield
+    catalogue_module._catalogue.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def image_server() -> Iterator[ImageServer]:
+    server = ImageServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(token=TOKEN) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_emulator(emulator: Emulator) -> Emulator:
+    """The session's emulator with its request log emptied and default behaviour."""
+    with emulator.lock:
+        emulator.requests.clear()
+    emulator.latency = 0.0
+    return emulator
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def shop_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A shop database URL on each backend in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shop.db'}"
+        return
+    url = server_database(request.param)
+    yield url
+    drop_server_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'shop.db'}"
+
+
+@pytest.fixture
+def shop(shop_url: str, image_server: ImageServer) -> SampleShop:
+    return build_sample_shop(engine_for(shop_url), image_server, products=30, days=3, today=TODAY)
+
+
+@pytest.fixture
+def resources(shop_url: str, image_server: ImageServer, fresh_emulator: Emulator, tmp_path: Path) -> dict:
+    return make_resources(shop_url, image_server, fresh_emulator, tmp_path)
+
+
+def make_resources(shop_url: str, image_server: ImageServer, emulator: Emulator, tmp_path: Path, **client) -> dict:
+    client.setdefault("max_predictions_per_minute", 60_000)  # tests of the limiter set their own
+    return {
+        "shop": ShopDatabase(url=shop_url, image_base_url=image_server.base_url),
+        "replicate": ReplicateClient(api_token=TOKEN, base_url=emulator.base_url, **client),
+        "progress_log": ProgressLog(path=str(tmp_path / "logs" / "replicate_embeddings.log")),
+    }
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def materialize_chain(
+    resources: dict,
+    *,
+    partition: str | None = None,
+    first: str | None = None,
+    last: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+    selection: list | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    """Materialize the three assets and the check through a real in-process Dagster run."""
+    from replicate_assets import defs
+
+    assets = [defs.get_assets_def(key) for key in ("product_images", "clip_embeddings", "embedding_table")]
+    checks = list(defs.asset_checks or [])
+    tags = range_tags(first, last) if first else None
+    return dg.materialize(
+        [*assets, *checks] if selection is None else selection,
+        resources=resources,
+        partition_key=partition,
+        tags=tags,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
