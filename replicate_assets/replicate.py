@@ -116,11 +116,11 @@ class Stats:
 
 
 class RateLimiter:
-    """A token bucket shared by every thread: at most `per_minute` acquisitions a minute, small bursts."""
+    """A token bucket shared by every thread: at most `per_minute` acquisitions a minute, bursts of one second."""
 
-    def __init__(self, per_minute: int, burst: int = 10):
+    def __init__(self, per_minute: int):
         self.rate = per_minute / 60.0
-        self.capacity = float(max(1, min(burst, per_minute)))
+        self.capacity = float(max(1, math.ceil(self.rate)))
         self.tokens = self.capacity
         self.updated = time.monotonic()
         self.lock = threading.Lock()

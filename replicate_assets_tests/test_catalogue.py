@@ -1,0 +1,125 @@
+"""The shop database on SQLite, PostgreSQL and MariaDB: our tables, their keys, and what the shop can read."""
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+from conftest import DAYS
+
+from replicate_assets.catalogue import Catalogue, CatalogueError, engine_for, resolve_image_url
+from replicate_assets.settings import Settings, SettingsError
+
+
+def test_migrate_is_idempotent_and_makes_the_laravel_shape(shop_url, shop):
+    catalogue = Catalogue.connect(shop_url)
+    assert sorted(catalogue.migrate()) == ["clip_embedding_outcomes", "product_embeddings"]
+    assert Catalogue.connect(shop_url).migrate() == []
+    inspector = sa.inspect(engine_for(shop_url))
+    columns = {c["name"] for c in inspector.get_columns("product_embeddings")}
+    assert {
+        "id",
+        "product_id",
+        "product_image_id",
+        "embedding",
+        "model",
+        "dimensions",
+        "image_url",
+        "created_at",
+        "updated_at",
+    } <= columns
+    unique = inspector.get_unique_constraints("product_embeddings") + [
+        i for i in inspector.get_indexes("product_embeddings") if i.get("unique")
+    ]
+    assert any(u["column_names"] == ["product_image_id"] for u in unique)
+    assert any(i["column_names"] == ["product_id"] for i in inspector.get_indexes("product_embeddings"))
+    foreign = {fk["referred_table"]: fk for fk in inspector.get_foreign_keys("product_embeddings")}
+    assert foreign["products"]["options"].get("ondelete", "CASCADE").upper() == "CASCADE"
+    assert set(foreign) == {"products", "product_images"}
+
+
+def test_embeddings_are_plain_json_and_cascade_with_the_product(shop_url, shop):
+    catalogue = Catalogue.connect(shop_url)
+    catalogue.migrate()
+    now = dt.datetime(2025, 1, 15, 12, 0, 0)
+    vector = [0.5, -0.25] * 384
+    with engine_for(shop_url).begin() as conn:
+        conn.execute(
+            catalogue.embeddings.insert(),
+            [
+                {
+                    "product_id": 1,
+                    "product_image_id": 1,
+                    "embedding": vector,
+                    "model": "openai/clip",
+                    "dimensions": 768,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+        )
+        raw = conn.execute(sa.text("SELECT embedding FROM product_embeddings")).scalar_one()
+    # What Laravel's JSON cast reads: a JSON array of floats.
+    assert (raw if isinstance(raw, list) else json.loads(raw)) == vector
+    with engine_for(shop_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM product_images WHERE product_id = 1"))
+        conn.execute(sa.text("DELETE FROM products WHERE id = 1"))
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM product_embeddings")).scalar_one() == 0
+
+
+def test_a_database_without_the_shop_tables_is_named(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(CatalogueError, match="has no table products.*point DATABASE_URL"):
+        Catalogue.connect(url)
+
+
+def test_window_summary_counts(shop_url, shop):
+    catalogue = Catalogue.connect(shop_url)
+    from replicate_assets.catalogue import Window
+
+    whole = catalogue.window_summary(Window(), "openai/clip")
+    assert whole["images"] == shop.images
+    day = catalogue.window_summary(
+        Window(dt.datetime.fromisoformat(DAYS[0]), dt.datetime.fromisoformat(DAYS[1])), "openai/clip"
+    )
+    assert 0 < day["images"] < shop.images
+
+
+@pytest.mark.parametrize(
+    "path, base, url, reason",
+    [
+        ("https://cdn.shop/a.jpg", None, "https://cdn.shop/a.jpg", None),
+        ("products/1/a.jpg", "https://shop.example/storage", "https://shop.example/storage/products/1/a.jpg", None),
+        ("/products/1/a.jpg", "https://shop.example/storage/", "https://shop.example/storage/products/1/a.jpg", None),
+        ("products/1/a.jpg", None, None, "relative and IMAGE_BASE_URL is not set"),
+        ("", "https://x", None, "empty"),
+        (None, "https://x", None, "null"),
+        ("ftp://x/a.jpg", "https://x", None, "ftp:// URLs cannot be fetched"),
+    ],
+)
+def test_resolve_image_url(path, base, url, reason):
+    found_url, found_reason = resolve_image_url(path, base)
+    assert found_url == url
+    assert (found_reason is None) if reason is None else (reason in found_reason)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("PRODUCT_IMAGES_START_DATE", "15/01/2025", "use YYYY-MM-DD"),
+        ("REPLICATE_BASE_URL", "api.replicate.com", "not an http(s) URL"),
+        ("DATABASE_URL", "shop.db", "not a SQLAlchemy URL"),
+        ("REPLICATE_CHUNK_SIZE", "0", "must be a positive whole number"),
+    ],
+)
+def test_wrong_settings_name_the_variable(name, value, message):
+    with pytest.raises(SettingsError, match=name) as raised:
+        Settings.from_env({name: value})
+    assert message in str(raised.value)
+
+
+def test_default_settings():
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///data/shop.db"
+    assert settings.replicate_base_url == "https://api.replicate.com/v1"
+    assert settings.replicate_model == "openai/clip" and settings.chunk_size == 50

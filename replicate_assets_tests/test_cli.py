@@ -1,0 +1,146 @@
+"""`replicate-assets` and `dagster asset materialize` as a user types them, in real subprocesses."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import DAYS, TODAY, TOKEN, make_resources, materialize_chain
+
+from replicate_assets.catalogue import engine_for
+from replicate_assets.sample_shop import build_sample_shop
+
+BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run(
+    command: list[str], env: dict[str, str], cwd: Path = PROJECT, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def env(sqlite_url, image_server, fresh_emulator, tmp_path):
+    """The environment a user would export, pointing at the emulator and a sample shop."""
+    values = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_"))}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    values.update(
+        DATABASE_URL=sqlite_url,
+        IMAGE_BASE_URL=image_server.base_url,
+        REPLICATE_API_TOKEN=TOKEN,
+        REPLICATE_BASE_URL=fresh_emulator.base_url,
+        DAGSTER_HOME=str(home),
+        REPLICATE_EMBEDDINGS_LOG=str(tmp_path / "progress.log"),
+        REPLICATE_MAX_PREDICTIONS_PER_MINUTE="60000",
+    )
+    return values
+
+
+@pytest.fixture
+def sample(sqlite_url, image_server):
+    return build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=TODAY)
+
+
+def test_test_connection_prints_account_and_model(env):
+    result = run(["replicate-assets", "test-connection"], env)
+    assert result.returncode == 0, result.stderr
+    assert "token accepted for user 'emulator'" in result.stdout
+    assert "model openai/clip found" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"REPLICATE_API_TOKEN": "r8_wrong_secret"}, "Replicate rejected the API token (401"),
+        ({"REPLICATE_API_TOKEN": ""}, "REPLICATE_API_TOKEN is not set"),
+        ({"REPLICATE_MODEL": "someone/else"}, "REPLICATE_MODEL='someone/else' is not a supported CLIP model"),
+        ({"REPLICATE_BASE_URL": "not-a-url"}, "REPLICATE_BASE_URL='not-a-url' is not an http(s) URL"),
+    ],
+)
+def test_test_connection_says_what_to_fix(env, change, message):
+    result = run(["replicate-assets", "test-connection"], {**env, **change})
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "r8_wrong_secret" not in result.stdout + result.stderr
+
+
+def test_migrate_then_status_after_a_run(env, sample, sqlite_url, image_server, fresh_emulator, tmp_path):
+    first = run(["replicate-assets", "migrate"], env)
+    assert first.returncode == 0 and "created: clip_embedding_outcomes, product_embeddings" in first.stdout
+    again = run(["replicate-assets", "migrate"], env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+    materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0], last=DAYS[-1])
+    status = run(["replicate-assets", "status"], env)
+    assert status.returncode == 0, status.stderr
+    good = sample.images - len(sample.broken)
+    assert f"embeddings stored:                  {good}" in status.stdout
+    assert f"images indexed / pending / failed:  {good} / 0 / {len(sample.broken)}" in status.stdout
+    for image_id in sample.broken:
+        assert f"ProductImage #{image_id} of Product" in status.stdout
+    assert "s3cr3t" not in status.stdout
+
+
+def test_emulator_command_serves_the_api(tmp_path):
+    process = subprocess.Popen(
+        [str(BIN / "replicate-assets"), "emulator", "--port", "0", "--token", TOKEN], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = process.stdout.readline()
+        base_url = line.split("listening at ")[1].split()[0]
+        account = requests.get(f"{base_url}/account", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        assert account.json()["username"] == "emulator"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def embedded_images(url: str) -> set[int]:
+    with engine_for(url).connect() as conn:
+        return {row[0] for row in conn.execute(sa.text("SELECT product_image_id FROM product_embeddings"))}
+
+
+def images_on(url: str, days: list[str]) -> set[int]:
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, created_at FROM product_images")).all()
+    return {row.id for row in rows if str(row.created_at)[:10] in days}
+
+
+def test_dagster_asset_materialize_as_a_user_types_it(env, sample, sqlite_url):
+    materialize = ["dagster", "asset", "materialize", "-m", "replicate_assets"]
+    # 1. clip_embeddings before product_images: a clear message with the command to run.
+    alone = run([*materialize, "--select", "clip_embeddings", "--partition", DAYS[0]], env)
+    assert alone.returncode != 0
+    output = alone.stdout + alone.stderr
+    assert "product_images has not been materialized" in output
+    assert f"--select 'product_images+' --partition {DAYS[0]}" in output
+
+    # 2. The chain for one day.
+    day = run([*materialize, "--select", "product_images+", "--partition", DAYS[0]], env)
+    assert day.returncode == 0, day.stdout[-3000:] + day.stderr[-3000:]
+    assert embedded_images(sqlite_url) == images_on(sqlite_url, DAYS[:1]) - set(sample.broken)
+
+    # 3. clip_embeddings alone, now that product_images exists for the day.
+    again = run([*materialize, "--select", "clip_embeddings", "--partition", DAYS[0]], env)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    # 4. A range: one run covers both remaining days.
+    ranged = run([*materialize, "--select", "product_images+", "--partition-range", f"{DAYS[1]}...{DAYS[2]}"], env)
+    assert ranged.returncode == 0, ranged.stderr[-3000:]
+    assert embedded_images(sqlite_url) == images_on(sqlite_url, DAYS) - set(sample.broken)
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 4
+        assert runs[0].tags["dagster/asset_partition_range_start"] == DAYS[1]
+        partitions = instance.get_materialized_partitions(dg.AssetKey("embedding_table"))
+        assert partitions == set(DAYS)
+    assert TOKEN not in (PROJECT / "workspace.yaml").read_text()

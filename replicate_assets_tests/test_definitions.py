@@ -1,0 +1,42 @@
+"""The code location loads and has the shape the README describes."""
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+import replicate_assets
+from replicate_assets.partitions import daily_partitions
+
+
+def test_definitions_load_with_the_three_assets_in_order():
+    defs = replicate_assets.defs
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {"product_images", "clip_embeddings", "embedding_table"}
+    assert graph.get(dg.AssetKey("clip_embeddings")).parent_keys == {dg.AssetKey("product_images")}
+    assert dg.AssetKey("clip_embeddings") in graph.get(dg.AssetKey("embedding_table")).parent_keys
+    for name in keys:
+        assets_def = defs.get_assets_def(name)
+        assert assets_def.partitions_def == daily_partitions
+        assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
+    clip = defs.get_assets_def("clip_embeddings")
+    policy = clip.op.retry_policy
+    assert (policy.max_retries, policy.delay, policy.backoff) == (3, 60, dg.Backoff.EXPONENTIAL)
+    assert clip.op.pool == "replicate_api"
+
+
+def test_the_check_and_resources():
+    defs = replicate_assets.defs
+    [checks] = defs.asset_checks
+    assert {key.name for key in checks.check_keys} == {"products_without_embeddings"}
+    assert set(defs.resources) == {"shop", "replicate", "progress_log"}
+
+
+def test_partitions_are_daily_from_the_start_date():
+    assert daily_partitions.get_first_partition_key() == "2024-01-01"
+
+
+def test_workspace_loads_the_module():
+    workspace = yaml.safe_load((Path(__file__).resolve().parents[1] / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["python_module"]["module_name"] == "replicate_assets"

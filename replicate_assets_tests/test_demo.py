@@ -1,0 +1,47 @@
+"""The README's first command: the demo, on embedded defaults, in a fresh directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from replicate_assets.catalogue import engine_for
+
+
+def test_demo_embeds_every_product_with_a_good_image(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "DATABASE_URL"))}
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("replicate-assets")), "demo", "--products", "60", "--days", "4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the Dagster run succeeded" in result.stdout
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'data' / 'shop.db'}")
+    with engine.connect() as conn:
+        without = conn.execute(
+            sa.text(
+                "SELECT DISTINCT i.product_id FROM product_images i JOIN clip_embedding_outcomes o "
+                "ON o.product_image_id = i.id AND o.status = 'indexed' "
+                "WHERE i.product_id NOT IN (SELECT product_id FROM product_embeddings)"
+            )
+        ).all()
+        failed = conn.execute(
+            sa.text("SELECT product_image_id, error FROM clip_embedding_outcomes WHERE status = 'failed'")
+        ).all()
+        images = conn.execute(sa.text("SELECT COUNT(*) FROM product_images")).scalar_one()
+        stored = conn.execute(sa.text("SELECT COUNT(*) FROM product_embeddings")).scalar_one()
+    assert without == []  # every product with a good image has an embedding
+    assert len(failed) == 2 and all(error for _, error in failed)  # the demo breaks two of its first 60 images
+    assert stored == images - len(failed)
+    for image_id, _ in failed:
+        assert f"ProductImage #{image_id} of Product" in result.stdout  # reported by `status`
+    log = (tmp_path / "logs" / "replicate_embeddings.log").read_text()
+    assert log.count("Indexed ProductImage #") == stored
+    assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
