@@ -12,8 +12,10 @@ import datetime as dt
 import hashlib
 import json
 import math
+import random
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,37 @@ from replicate_assets.replicate import DIMENSIONS, MODELS
 
 OFFICIAL = {"openai/clip"}
 URL_LINE = re.compile(r"^https?://")
+CREATE_FAULTS = ("server_error", "html_error", "reset", "hang")
+PREDICTION_FAULTS = ("slow", "stuck", "failed", "canceled", "aborted", "malformed")
+HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject. Rates are fractions (0..1) of create requests; the flags hold for every request."""
+
+    throttle: float = 0.0  # starts a burst: every create answers 429 for `retry_after` seconds
+    server_error: float = 0.0  # 500 with a problem-details body
+    html_error: float = 0.0  # 502 with an HTML page, as from a proxy
+    reset: float = 0.0  # the connection is closed without an answer
+    hang: float = 0.0  # the prediction starts, but the answer comes `hang_seconds` later (past read timeouts)
+    slow: float = 0.0  # the prediction takes `slow_seconds`, longer than the sync wait: the client polls
+    stuck: float = 0.0  # the prediction never ends and reports a status never seen before
+    failed: float = 0.0  # the prediction fails with a model error
+    canceled: float = 0.0
+    aborted: float = 0.0
+    malformed: float = 0.0  # succeeded, with output of the wrong length, NaN, or the wrong type
+    sparse: float = 0.0  # answers miss optional fields, carry 9-digit timestamps and `logs: null`
+    unauthorized: bool = False  # every request answers 401
+    no_credit: bool = False  # every create answers 402
+    invalid_input: str | None = None  # creates whose input contains this text answer 422 (input validation)
+    retry_after_header: bool = False  # 429s carry a Retry-After header instead of the body field
+    retry_after: int = 1
+    hang_seconds: float = 3.0
+    slow_seconds: float = 2.0
+    poll_errors: bool = False  # the transient rates apply to GETs of predictions too
+    start_after: int = 0  # the faults hold from this many create requests on ...
+    stop_after: int | None = None  # ... until this many (None: for ever)
 
 
 def embedding_for(data: bytes) -> list[float]:
@@ -39,6 +72,10 @@ def embedding_for(data: bytes) -> list[float]:
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+NO_FAULTS = Faults()
+RESET = -1  # a status meaning: close the connection without an answer
 
 
 @dataclass
@@ -55,9 +92,13 @@ class Prediction:
     started_at: str | None = None
     completed_at: str | None = None
     predict_time: float | None = None
+    fault: str | None = None
+    sparse: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def document(self, base_url: str) -> dict[str, Any]:
+        if self.sparse:
+            return self._sparse_document(base_url)
         doc: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
@@ -81,6 +122,26 @@ class Prediction:
         if self.completed_at:
             doc["completed_at"] = self.completed_at
             doc["metrics"] = {"predict_time": self.predict_time, "total_time": self.predict_time}
+        return doc
+
+    def _sparse_document(self, base_url: str) -> dict[str, Any]:
+        """An older, looser answer: no urls.web, no data_removed, null logs, nanosecond timestamps."""
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "version": self.version,
+            "input": self.input,
+            "logs": None,
+            "status": self.status,
+            "created_at": self.created_at.replace("Z", "123Z"),
+            "urls": {"get": f"{base_url}/predictions/{self.id}", "cancel": f"{base_url}/predictions/{self.id}/cancel"},
+        }
+        if self.status not in ("starting", "processing"):
+            doc.update(
+                output=self.output,
+                error=self.error,
+                completed_at=self.completed_at.replace("Z", "987Z"),
+                metrics={"predict_time": self.predict_time},
+            )
         return doc
 
 
@@ -122,12 +183,19 @@ class Emulator:
         burst: int = 10,
         token: str | None = None,
         predict_time: float = 0.0152,
+        seed: int = 0,
     ):
         self.latency, self.jitter, self.token, self.predict_time = latency, jitter, token, predict_time
         self.limiter = TokenBucket(creates_per_minute, burst) if creates_per_minute else None
         self.predictions: dict[str, Prediction] = {}
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.faults: dict[str, Faults] = {}  # by model name; "*" for every model
+        self.random = random.Random(seed)
+        self.throttled_until = 0.0
+        self.create_requests = 0  # create requests received, whatever their answer
+        self.in_flight = 0  # create requests being answered now ...
+        self.max_in_flight = 0  # ... and the most at once
         self.download = requests.Session()
         self.server = ThreadingHTTPServer((host, port), _handler_for(self))
         self.server.daemon_threads = True
@@ -152,6 +220,43 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def set_faults(self, faults: Faults | None, model: str = "*") -> None:
+        """Inject `faults` for `model` (or every model); None clears them."""
+        with self.lock:
+            if faults is None:
+                self.faults.pop(model, None)
+            else:
+                self.faults[model] = faults
+            self.throttled_until = 0.0
+
+    def faults_for(self, model: str | None) -> Faults:
+        faults = self.faults.get(model or "", self.faults.get("*", NO_FAULTS))
+        received = self.create_requests
+        if received < faults.start_after or (faults.stop_after is not None and received >= faults.stop_after):
+            return NO_FAULTS
+        return faults
+
+    def draw(self, faults: Faults, names: tuple[str, ...]) -> str | None:
+        """Pick at most one of the named faults, each with its rate."""
+        with self.lock:
+            point = self.random.random()
+        for name in names:
+            point -= getattr(faults, name)
+            if point < 0:
+                return name
+        return None
+
+    def throttled(self, faults: Faults) -> float:
+        """Seconds left in a 429 burst (starting one with the throttle rate), or 0."""
+        now = time.monotonic()
+        with self.lock:
+            if now < self.throttled_until:
+                return self.throttled_until - now
+            if faults.throttle and self.random.random() < faults.throttle:
+                self.throttled_until = now + faults.retry_after
+                return float(faults.retry_after)
+        return 0.0
 
     def creates(self) -> list[dict[str, Any]]:
         """The create requests received (answered or not), each with the inputs it carried."""
@@ -178,6 +283,13 @@ class Emulator:
 
     def _run(self, prediction: Prediction) -> None:
         """Compute the output of a prediction whose time has come (once)."""
+        prediction.completed_at = _now_iso()
+        prediction.predict_time = self.predict_time
+        if prediction.fault in ("failed", "canceled", "aborted"):
+            prediction.status = prediction.fault
+            if prediction.fault == "failed":
+                prediction.error = "CUDA error: an illegal memory access was encountered (emulated)"
+            return
         try:
             if prediction.model == "andreasjansson/clip-features":
                 lines = [line for line in prediction.input["inputs"].split("\n") if line.strip()]
@@ -193,12 +305,23 @@ class Emulator:
             prediction.status = "succeeded"
         except (ValueError, requests.RequestException) as err:
             prediction.status, prediction.error = "failed", str(err)
-        prediction.completed_at = _now_iso()
-        prediction.predict_time = self.predict_time
+        if prediction.fault == "malformed" and prediction.status == "succeeded":
+            prediction.output = self._malformed(prediction.output)
+
+    def _malformed(self, output: Any) -> Any:
+        with self.lock:
+            kind = self.random.randrange(4)
+        vector = [0.1] * DIMENSIONS
+        bad = [vector[:-1], [float("nan")] + vector[1:], ["0.1"] * DIMENSIONS, None][kind]
+        if isinstance(output, list):
+            return [{**item, "embedding": bad} for item in output]
+        return {"embedding": bad}
 
     def settle(self, prediction: Prediction) -> None:
         with prediction.lock:
-            if prediction.status in ("starting", "processing"):
+            if prediction.fault == "stuck" and prediction.status not in ("canceled",):
+                prediction.status = "booting"  # a status no client knows
+            elif prediction.status in ("starting", "processing"):
                 if time.monotonic() >= prediction.ready_at:
                     self._run(prediction)
                 elif prediction.status == "starting":
@@ -279,9 +402,16 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             entry["status"] = status
             with emulator.lock:
                 emulator.requests.append(entry)
-            data = json.dumps(body).encode()
+            if status == RESET:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if isinstance(body, str):
+                data, content_type = body.encode(), "text/html"
+            else:
+                data = json.dumps(body).encode()
+                content_type = "application/problem+json" if status >= 400 else "application/json"
             self.send_response(status)
-            content_type = "application/problem+json" if status >= 400 else "application/json"
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in headers.items():
@@ -292,7 +422,13 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
         def _route(self, method: str, raw: bytes, entry: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
             auth = self.headers.get("Authorization") or ""
             scheme, _, token = auth.partition(" ")
-            if scheme not in ("Bearer", "Token") or not token or (emulator.token and token != emulator.token):
+            unauthorized = emulator.faults_for(None).unauthorized
+            if (
+                unauthorized
+                or scheme not in ("Bearer", "Token")
+                or not token
+                or (emulator.token and token != emulator.token)
+            ):
                 return (
                     401,
                     {
@@ -319,6 +455,11 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 prediction = emulator.predictions.get(parts[1])
                 if prediction is None:
                     return (*NOT_FOUND, {})
+                faults = emulator.faults_for(prediction.model)
+                if faults.poll_errors:
+                    transport = emulator.draw(faults, CREATE_FAULTS[:3])
+                    if transport:
+                        return _transport_fault(transport)
                 emulator.settle(prediction)
                 return 200, prediction.document(emulator.base_url), {}
             if method == "POST" and len(parts) == 3 and parts[0] == "predictions" and parts[2] == "cancel":
@@ -333,7 +474,16 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 parts == ["predictions"] or (len(parts) == 4 and parts[0] == "models" and parts[3] == "predictions")
             ):
                 entry["create"] = True
-                return self._create(parts, raw, entry)
+                entry["prefer"] = self.headers.get("Prefer")
+                with emulator.lock:
+                    emulator.in_flight += 1
+                    emulator.max_in_flight = max(emulator.max_in_flight, emulator.in_flight)
+                try:
+                    return self._create(parts, raw, entry)
+                finally:
+                    with emulator.lock:
+                        emulator.in_flight -= 1
+                        emulator.create_requests += 1
             return (*NOT_FOUND, {})
 
         def _model(self, name: str) -> tuple[int, Any, dict[str, str]]:
@@ -424,6 +574,14 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             return None, ""
 
     return Handler
+
+
+def _transport_fault(kind: str) -> tuple[int, Any, dict[str, str]]:
+    if kind == "server_error":
+        return 500, {"title": "Internal Server Error", "detail": "Something went wrong (emulated)", "status": 500}, {}
+    if kind == "html_error":
+        return 502, HTML_PAGE, {}
+    return RESET, None, {}
 
 
 def _inputs_of(model: str, payload: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -154,6 +155,7 @@ class ReplicateClient(dg.ConfigurableResource):
     max_predictions_per_minute: int = 600
     sync_wait_seconds: int = 5
     prediction_timeout_seconds: float = 120.0
+    read_timeout_seconds: float = 15.0  # beyond the sync wait, for creates
     max_request_attempts: int = 4
     backoff_seconds: float = 1.0
     batch_size: int = 50
@@ -227,13 +229,49 @@ class ReplicateClient(dg.ConfigurableResource):
             outcomes = self._predict(urls)
         except TransientError as err:
             return [ImageOutcome(u, error=str(err), transient=True) for u in urls]
-        if len(urls) > 1 and any(not o.ok and not o.transient for o in outcomes):
-            # One dead URL fails a whole clip-features batch: halve it until the bad ones stand alone.
+        errors = {o.error for o in outcomes}
+        if len(urls) > 1 and len(errors) == 1 and None not in errors:
+            # One dead URL fails a whole clip-features batch. Drop the URLs the error names and send the
+            # rest again; if it names none, halve the batch until the bad ones stand alone.
+            error = errors.pop() or ""
+            named = [u for u in urls if re.search(re.escape(u) + r"(?=$|[\s:'\",)])", error)]
+            if named:
+                rest = [u for u in urls if u not in named]
+                return [ImageOutcome(u, error=error) for u in named] + (self._embed_unit(rest) if rest else [])
             middle = len(urls) // 2
             return self._embed_unit(urls[:middle]) + self._embed_unit(urls[middle:])
         return outcomes
 
-    def _predict(self, urls: list[str], tries_left: int = 2) -> list[ImageOutcome]:
+    def _predict(self, urls: list[str], retried: bool = False) -> list[ImageOutcome]:
+        """One prediction for `urls`; canceled, aborted and malformed answers are tried once more."""
+        prediction = self._create(urls)
+        if isinstance(prediction, list):
+            return prediction
+        prediction = self._wait_until_terminal(prediction)
+        status, prediction_id = prediction.get("status"), prediction.get("id")
+        if status in ("canceled", "aborted"):
+            if retried:
+                outcomes = [ImageOutcome(u, error=f"prediction {prediction_id} was {status}, twice") for u in urls]
+            else:
+                outcomes = self._predict(urls, retried=True)
+        elif status != "succeeded":
+            reason = prediction.get("error") or f"prediction {prediction_id} ended {status}"
+            outcomes = [ImageOutcome(u, error=str(reason)) for u in urls]
+        else:
+            outcomes = _read_output(prediction, urls, self.spec)
+            malformed = [o.url for o in outcomes if not o.ok]
+            if malformed and not retried:
+                again = {o.url: o for o in self._predict(malformed, retried=True)}
+                outcomes = [again.get(o.url, o) for o in outcomes]
+        billed = _predict_time(prediction)
+        self._stats.predict_seconds += billed
+        outcomes[0].predict_time += billed  # a prediction is billed once, to its first image
+        for outcome in outcomes:
+            outcome.prediction_id = outcome.prediction_id or prediction_id
+        return outcomes
+
+    def _create(self, urls: list[str]) -> dict[str, Any] | list[ImageOutcome]:
+        """Create a prediction (sync mode); an input Replicate rejects fails its images, other errors raise."""
         spec = self.spec
         if spec.batched:
             body: dict[str, Any] = {"input": {"inputs": "\n".join(urls)}}
@@ -244,8 +282,7 @@ class ReplicateClient(dg.ConfigurableResource):
             body["version"] = spec.reference
         else:
             path = f"/models/{spec.name}/predictions"
-        limiter = self._get_limiter()
-        limiter.acquire()
+        self._get_limiter().acquire()
         try:
             response = self._request(
                 "POST", path, json=body, create=True, headers={"Prefer": f"wait={self.sync_wait_seconds}"}
@@ -254,25 +291,7 @@ class ReplicateClient(dg.ConfigurableResource):
             if isinstance(err, (ReplicateConfigError, TransientError)):
                 raise
             return [ImageOutcome(u, error=str(err)) for u in urls]
-        prediction = _json_object(response)
-        prediction = self._wait_until_terminal(prediction)
-        status = prediction.get("status")
-        predict_time = _predict_time(prediction)
-        self._stats.predict_seconds += predict_time
-        prediction_id = prediction.get("id")
-        if status in ("canceled", "aborted") and tries_left > 1:
-            return self._predict(urls, tries_left - 1)
-        if status != "succeeded":
-            reason = prediction.get("error") or f"prediction {prediction_id} ended {status}"
-            if status in ("canceled", "aborted"):
-                reason = f"prediction {prediction_id} was {status} twice"
-            outcomes = [ImageOutcome(u, error=f"{reason}") for u in urls]
-        else:
-            outcomes = _read_output(prediction, urls, spec)
-        for index, outcome in enumerate(outcomes):
-            outcome.prediction_id = prediction_id
-            outcome.predict_time = predict_time if index == 0 else 0.0
-        return outcomes
+        return _json_object(response)
 
     def _wait_until_terminal(self, prediction: dict[str, Any]) -> dict[str, Any]:
         """Poll an incomplete prediction with backoff; past the deadline cancel it and report it failed."""
@@ -337,12 +356,10 @@ class ReplicateClient(dg.ConfigurableResource):
     def _request(self, method: str, path: str, *, create: bool = False, **kwargs: Any) -> requests.Response:
         """Send one request; retry 429 (after retry_after) and transient faults (backoff with jitter, bounded)."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        read_timeout = (self.sync_wait_seconds + 10) if create else 30
+        read_timeout = self.read_timeout_seconds + (self.sync_wait_seconds if create else 0)
         session = self._get_session()
         failures = 0
         while True:
-            if create:
-                self._stats.creates += 1
             try:
                 response = session.request(method, url, timeout=(10, read_timeout), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as err:
@@ -351,11 +368,11 @@ class ReplicateClient(dg.ConfigurableResource):
                 failure = TransientError(f"{method} {_path_of(url)} failed: {type(err).__name__}")
             else:
                 if response.status_code < 400:
+                    if create:
+                        self._stats.creates += 1
                     return response
                 if response.status_code == 429:
                     self._stats.throttled += 1
-                    if create:
-                        self._stats.creates -= 1
                     wait_for = _retry_after(response) or self.backoff_seconds * 2 ** min(failures, 5)
                     self._get_limiter().pause(wait_for)
                     time.sleep(wait_for)

@@ -16,6 +16,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+# Read when replicate_assets loads: step retries after 1 s (not 60) keep the retry tests short.
+os.environ["REPLICATE_RETRY_DELAY_SECONDS"] = "1"
+
 from replicate_assets import catalogue as catalogue_module
 from replicate_assets.catalogue import ShopDatabase, engine_for
 from replicate_assets.emulator import Emulator
@@ -90,6 +93,9 @@ def fresh_emulator(emulator: Emulator) -> Emulator:
     """The session's emulator with its request log emptied and default behaviour."""
     with emulator.lock:
         emulator.requests.clear()
+        emulator.faults.clear()
+        emulator.create_requests = emulator.max_in_flight = 0
+        emulator.throttled_until = 0.0
     emulator.latency = 0.0
     return emulator
 
@@ -128,6 +134,7 @@ def resources(shop_url: str, image_server: ImageServer, fresh_emulator: Emulator
 
 def make_resources(shop_url: str, image_server: ImageServer, emulator: Emulator, tmp_path: Path, **client) -> dict:
     client.setdefault("max_predictions_per_minute", 60_000)  # tests of the limiter set their own
+    client.setdefault("backoff_seconds", 0.05)
     return {
         "shop": ShopDatabase(url=shop_url, image_base_url=image_server.base_url),
         "replicate": ReplicateClient(api_token=TOKEN, base_url=emulator.base_url, **client),

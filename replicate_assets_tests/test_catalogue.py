@@ -123,3 +123,4 @@ def test_default_settings():
     assert settings.database_url == "sqlite:///data/shop.db"
     assert settings.replicate_base_url == "https://api.replicate.com/v1"
     assert settings.replicate_model == "openai/clip" and settings.chunk_size == 50
+    assert (settings.max_attempts, settings.retry_delay_seconds, settings.max_predictions_per_minute) == (3, 60, 600)

@@ -22,7 +22,9 @@ def test_definitions_load_with_the_three_assets_in_order():
         assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
     clip = defs.get_assets_def("clip_embeddings")
     policy = clip.op.retry_policy
-    assert (policy.max_retries, policy.delay, policy.backoff) == (3, 60, dg.Backoff.EXPONENTIAL)
+    # 60 s by default (REPLICATE_RETRY_DELAY_SECONDS); the tests set 1 s.
+    assert (policy.max_retries, policy.delay, policy.backoff) == (3, 1, dg.Backoff.EXPONENTIAL)
+    assert policy.jitter == dg.Jitter.PLUS_MINUS
     assert clip.op.pool == "replicate_api"
 
 
