@@ -230,9 +230,10 @@ class Emulator:
                 self.faults[model] = faults
             self.throttled_until = 0.0
 
-    def faults_for(self, model: str | None) -> Faults:
+    def faults_for(self, model: str | None, index: int | None = None) -> Faults:
+        """The faults in force for `model` at the create request numbered `index` (default: the next one)."""
         faults = self.faults.get(model or "", self.faults.get("*", NO_FAULTS))
-        received = self.create_requests
+        received = self.create_requests if index is None else index
         if received < faults.start_after or (faults.stop_after is not None and received >= faults.stop_after):
             return NO_FAULTS
         return faults
@@ -327,10 +328,23 @@ class Emulator:
                 elif prediction.status == "starting":
                     prediction.status, prediction.started_at = "processing", _now_iso()
 
-    def create(self, model: str, version: str, payload: dict[str, Any], wait: float | None) -> Prediction:
+    def create(
+        self, model: str, version: str, payload: dict[str, Any], wait: float | None, faults: Faults = NO_FAULTS
+    ) -> Prediction:
+        fault = self.draw(faults, PREDICTION_FAULTS)
+        with self.lock:
+            sparse = bool(faults.sparse) and self.random.random() < faults.sparse
         latency = self.latency + (self.jitter * (secrets.randbelow(1000) / 1000) if self.jitter else 0.0)
+        if fault == "slow":
+            latency = max(latency, faults.slow_seconds)
         prediction = Prediction(
-            id=secrets.token_hex(13), model=model, version=version, input=payload, ready_at=time.monotonic() + latency
+            id=secrets.token_hex(13),
+            model=model,
+            version=version,
+            input=payload,
+            ready_at=time.monotonic() + latency,
+            fault=fault,
+            sparse=sparse,
         )
         with self.lock:
             self.predictions[prediction.id] = prediction
@@ -476,6 +490,8 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 entry["create"] = True
                 entry["prefer"] = self.headers.get("Prefer")
                 with emulator.lock:
+                    entry["index"] = emulator.create_requests
+                    emulator.create_requests += 1
                     emulator.in_flight += 1
                     emulator.max_in_flight = max(emulator.max_in_flight, emulator.in_flight)
                 try:
@@ -483,7 +499,6 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 finally:
                     with emulator.lock:
                         emulator.in_flight -= 1
-                        emulator.create_requests += 1
             return (*NOT_FOUND, {})
 
         def _model(self, name: str) -> tuple[int, Any, dict[str, str]]:
@@ -544,20 +559,25 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 entry["inputs"] = _inputs_of(model, payload)
             if problem:
                 return (*problem, {})
-            if emulator.limiter:
-                wait_for = emulator.limiter.take()
-                if wait_for:
-                    seconds = max(1, math.ceil(wait_for))
-                    return (
-                        429,
-                        {
-                            "detail": f"Request was throttled. Your rate limit resets in ~{seconds}s.",
-                            "status": 429,
-                            "retry_after": seconds,
-                        },
-                        {},
-                    )
-            prediction = emulator.create(model, version, payload, _parse_wait(self.headers.get("Prefer")))
+            faults = emulator.faults_for(model, entry["index"])
+            if faults.no_credit:
+                detail = "You have insufficient credit to run this model. Go to https://replicate.com/account/billing"
+                return 402, {"title": "Insufficient credit", "status": 402, "detail": detail}, {}
+            if faults.invalid_input and faults.invalid_input in json.dumps(payload):
+                return _validation_error("input.image", "Could not identify image file (emulated)") + ({},)
+            wait_for = max(emulator.limiter.take() if emulator.limiter else 0.0, emulator.throttled(faults))
+            if wait_for:
+                seconds = max(1, math.ceil(wait_for))
+                body = {"detail": f"Request was throttled. Your rate limit resets in ~{seconds}s.", "status": 429}
+                if faults.retry_after_header:
+                    return 429, body, {"Retry-After": str(seconds)}
+                return 429, {**body, "retry_after": seconds}, {}
+            transport = emulator.draw(faults, CREATE_FAULTS)
+            if transport in ("server_error", "html_error", "reset"):
+                return _transport_fault(transport)
+            prediction = emulator.create(model, version, payload, _parse_wait(self.headers.get("Prefer")), faults)
+            if transport == "hang":
+                time.sleep(faults.hang_seconds)  # the prediction runs (and is paid for); the client gave up
             url = f"{emulator.base_url}/predictions/{prediction.id}"
             return 201, prediction.document(emulator.base_url), {"Location": url}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,9 @@ def emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def fresh_emulator(emulator: Emulator) -> Emulator:
     """The session's emulator with its request log emptied and default behaviour."""
+    deadline = time.monotonic() + 10
+    while emulator.in_flight and time.monotonic() < deadline:  # a hung answer of an earlier test
+        time.sleep(0.05)
     with emulator.lock:
         emulator.requests.clear()
         emulator.faults.clear()

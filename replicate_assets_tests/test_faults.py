@@ -1,0 +1,242 @@
+"""What happens when Replicate misbehaves: every row of the README's table, through real HTTP and real runs.
+
+Each test injects faults into the emulator, runs the chain, and asserts what ends up in product_embeddings, in
+clip_embedding_outcomes and in the emulator's request log.
+"""
+
+import json
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from conftest import DAYS, TODAY, make_resources, materialize_chain
+
+from replicate_assets.catalogue import engine_for
+from replicate_assets.emulator import Faults, embedding_for
+from replicate_assets.sample_shop import build_sample_shop
+
+
+@pytest.fixture
+def shop(sqlite_url, image_server):
+    return build_sample_shop(engine_for(sqlite_url), image_server, products=20, days=3, today=TODAY)
+
+
+def run_chain(sqlite_url, image_server, emulator, tmp_path, raise_on_error=False, **client):
+    resources = make_resources(sqlite_url, image_server, emulator, tmp_path, **client)
+    return materialize_chain(resources, first=DAYS[0], last=DAYS[-1], raise_on_error=raise_on_error)
+
+
+def outcomes(url):
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT product_image_id, status, error, attempts FROM clip_embedding_outcomes"))
+        return {row.product_image_id: row for row in rows}
+
+
+def stored(url):
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT product_image_id, embedding FROM product_embeddings")).all()
+    return {r.product_image_id: r.embedding if isinstance(r.embedding, list) else json.loads(r.embedding) for r in rows}
+
+
+def good_images(url, shop, image_server):
+    """image id -> expected embedding, for every image that can be embedded."""
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, path FROM product_images")).all()
+    expected = {}
+    for row in rows:
+        if row.id in shop.broken:
+            continue
+        key = row.path.removeprefix(image_server.base_url + "/")
+        expected[row.id] = embedding_for(image_server.images[key])
+    return expected
+
+
+def step_starts(result, step):
+    return sum(1 for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START and e.step_key == step)
+
+
+def retries(result, step):
+    kind = dg.DagsterEventType.STEP_UP_FOR_RETRY
+    return sum(1 for e in result.all_events if e.event_type == kind and e.step_key == step)
+
+
+def creates_ok(emulator):
+    return [r for r in emulator.creates() if r["status"] == 201]
+
+
+# -- 401, 402, 404, 422 invalid version: stop at once, no retry, keep what is done -------------------------------
+
+
+@pytest.mark.parametrize(
+    "faults, client, message",
+    [
+        (Faults(unauthorized=True, start_after=6), {}, "set REPLICATE_API_TOKEN to a valid token"),
+        (Faults(no_credit=True, start_after=6), {}, "add credit at replicate.com/account/billing"),
+    ],
+)
+def test_account_errors_stop_the_run_and_keep_what_is_done(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path, faults, client, message
+):
+    fresh_emulator.set_faults(faults)
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, max_in_flight=1, **client)
+    assert not result.success
+    failure = result.failure_data_for_node("clip_embeddings").user_failure_data.description
+    assert message in failure
+    assert retries(result, "clip_embeddings") == 0
+    done = {i for i, row in outcomes(sqlite_url).items() if row.status != "pending"}
+    assert len(done) == 6 == len(creates_ok(fresh_emulator))  # the six paid for before the error are stored
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": "krthr/clip-embeddings:" + "0" * 64}, "does not accept the model version"),
+        ({"base_url_suffix": "/v2"}, "answered 404"),
+    ],
+)
+def test_wrong_model_stops_the_run_with_what_to_fix(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path, change, message
+):
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    client = resources["replicate"]
+    resources["replicate"] = type(client)(
+        api_token=client.api_token,
+        base_url=client.base_url + change.get("base_url_suffix", ""),
+        model=change.get("model", client.model),
+    )
+    result = materialize_chain(resources, first=DAYS[0], last=DAYS[-1], raise_on_error=False)
+    failure = result.failure_data_for_node("clip_embeddings").user_failure_data.description
+    assert message in failure and "REPLICATE_MODEL" in failure
+    assert retries(result, "clip_embeddings") == 0
+    assert stored(sqlite_url) == {}
+
+
+# -- 422 input validation: that image fails, the others go on -------------------------------------------------------
+
+
+def test_rejected_input_fails_only_that_image(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.set_faults(Faults(invalid_input="products/2/"))
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert result.success
+    rows = outcomes(sqlite_url)
+    rejected = {i for i, row in rows.items() if row.error and "Could not identify image file" in row.error}
+    assert rejected and all(rows[i].status == "failed" for i in rejected)
+    assert set(stored(sqlite_url)) == set(good_images(sqlite_url, shop, image_server)) - rejected
+
+
+# -- 429: wait, then go on; not an image failure --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", [False, True], ids=["retry_after-in-body", "Retry-After-header"])
+def test_throttling_is_waited_out(sqlite_url, shop, image_server, fresh_emulator, tmp_path, header):
+    fresh_emulator.set_faults(Faults(throttle=0.1, retry_after=1, retry_after_header=header))
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert result.success
+    metadata = result.asset_materializations_for_node("clip_embeddings")[0].metadata
+    assert metadata["throttled_429"].value > 0
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+    assert all("429" not in (row.error or "") for row in outcomes(sqlite_url).values())
+
+
+# -- 5xx (JSON or HTML), resets, read timeouts: retried with backoff -----------------------------------------------
+
+
+def test_transient_faults_are_retried(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.set_faults(
+        Faults(server_error=0.2, html_error=0.15, reset=0.1, poll_errors=True, slow=0.2, slow_seconds=1.2)
+    )
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1)
+    assert result.success
+    metadata = result.asset_materializations_for_node("clip_embeddings")[0].metadata
+    assert metadata["transient_errors"].value > 0
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+    statuses = {r["status"] for r in fresh_emulator.creates()}
+    assert {500, 502, -1} <= statuses  # all three kinds were met
+
+
+def test_read_timeout_is_retried_and_counted_as_a_possible_duplicate(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path
+):
+    fresh_emulator.set_faults(Faults(hang=1.0, hang_seconds=2.5, stop_after=3))
+    result = run_chain(
+        sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1, read_timeout_seconds=0.5
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("clip_embeddings")[0].metadata
+    assert metadata["possible_duplicate_creates"].value == 3
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+
+
+def test_outage_past_the_in_step_retries_fails_the_step_and_the_retry_sends_only_the_rest(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path
+):
+    # Creates 10 to 30 all answer 503-like errors: the images caught in them give up after 4 attempts each.
+    fresh_emulator.set_faults(Faults(server_error=1.0, start_after=10, stop_after=30))
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, max_in_flight=1)
+    assert result.success
+    assert retries(result, "clip_embeddings") == 1  # failed once, retried by the RetryPolicy
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+    per_input = {}
+    for request in creates_ok(fresh_emulator):
+        for item in request["inputs"]:
+            per_input[item] = per_input.get(item, 0) + 1
+    assert set(per_input.values()) == {1}, {u: n for u, n in per_input.items() if n > 1}
+    retried = [row for row in outcomes(sqlite_url).values() if row.status == "indexed" and row.attempts == 2]
+    assert len(retried) == 5  # 20 failing creates / 4 attempts each
+
+
+# -- failed, canceled, aborted, stuck, malformed, sparse ----------------------------------------------------------
+
+
+def test_failed_prediction_fails_the_image_with_the_model_error(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path
+):
+    fresh_emulator.set_faults(Faults(failed=1.0))
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert result.success
+    rows = outcomes(sqlite_url)
+    sent = [row for i, row in rows.items() if i in good_images(sqlite_url, shop, image_server)]
+    assert sent and all(row.status == "failed" and "CUDA error" in row.error for row in sent)
+    assert stored(sqlite_url) == {}
+
+
+@pytest.mark.parametrize("status", ["canceled", "aborted"])
+def test_canceled_or_aborted_is_tried_once_more(sqlite_url, shop, image_server, fresh_emulator, tmp_path, status):
+    fresh_emulator.set_faults(Faults(**{status: 1.0}))
+    run_chain(sqlite_url, image_server, fresh_emulator, tmp_path)
+    good = good_images(sqlite_url, shop, image_server)
+    rows = outcomes(sqlite_url)
+    assert all(rows[i].status == "failed" and f"was {status}, twice" in rows[i].error for i in good)
+    assert set(fresh_emulator.creates_per_input().values()) == {2}
+
+
+def test_stuck_prediction_is_canceled_at_the_deadline(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.set_faults(Faults(stuck=1.0, stop_after=2))
+    result = run_chain(
+        sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1, prediction_timeout_seconds=1.5
+    )
+    assert result.success
+    stuck = [row for row in outcomes(sqlite_url).values() if row.error and "did not finish within 1.5 s" in row.error]
+    assert len(stuck) == 2 and all(row.status == "failed" for row in stuck)
+    cancels = [r for r in fresh_emulator.requests if r["path"].endswith("/cancel")]
+    assert len(cancels) == 2
+    assert len(stored(sqlite_url)) == len(good_images(sqlite_url, shop, image_server)) - 2
+
+
+def test_malformed_output_fails_the_image_and_stores_nothing(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.set_faults(Faults(malformed=1.0))
+    run_chain(sqlite_url, image_server, fresh_emulator, tmp_path)
+    good = good_images(sqlite_url, shop, image_server)
+    rows = outcomes(sqlite_url)
+    assert all(rows[i].status == "failed" and rows[i].error.startswith("malformed output") for i in good)
+    assert stored(sqlite_url) == {}
+    sent = fresh_emulator.creates_per_input()
+    urls = {url for url in sent if "missing" not in url and "gone" not in url}
+    assert {sent[url] for url in urls} == {2}  # tried once more, then failed
+
+
+def test_loose_answers_are_parsed(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.set_faults(Faults(sparse=1.0, slow=0.5, slow_seconds=1.2))
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1)
+    assert result.success
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
