@@ -54,11 +54,12 @@ class Faults:
     unauthorized: bool = False  # every request answers 401
     no_credit: bool = False  # every create answers 402
     invalid_input: str | None = None  # creates whose input contains this text answer 422 (input validation)
-    retry_after_header: bool = False  # 429s carry a Retry-After header instead of the body field
+    retry_after_in: str = "body"  # where 429s say when to come back: "body" (as Replicate does), "header", "none"
     retry_after: int = 1
     hang_seconds: float = 3.0
     slow_seconds: float = 2.0
     poll_errors: bool = False  # the transient rates apply to GETs of predictions too
+    vague_errors: bool = False  # a failed prediction's error does not say which input failed
     start_after: int = 0  # the faults hold from this many create requests on ...
     stop_after: int | None = None  # ... until this many (None: for ever)
 
@@ -306,6 +307,8 @@ class Emulator:
             prediction.status = "succeeded"
         except (ValueError, requests.RequestException) as err:
             prediction.status, prediction.error = "failed", str(err)
+            if self.faults_for(prediction.model, 0).vague_errors:
+                prediction.error = "Prediction failed."
         if prediction.fault == "malformed" and prediction.status == "succeeded":
             prediction.output = self._malformed(prediction.output)
 
@@ -569,8 +572,8 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             if wait_for:
                 seconds = max(1, math.ceil(wait_for))
                 body = {"detail": f"Request was throttled. Your rate limit resets in ~{seconds}s.", "status": 429}
-                if faults.retry_after_header:
-                    return 429, body, {"Retry-After": str(seconds)}
+                if faults.retry_after_in != "body":
+                    return 429, body, ({"Retry-After": str(seconds)} if faults.retry_after_in == "header" else {})
                 return 429, {**body, "retry_after": seconds}, {}
             transport = emulator.draw(faults, CREATE_FAULTS)
             if transport in ("server_error", "html_error", "reset"):

@@ -237,9 +237,12 @@ class ReplicateClient(dg.ConfigurableResource):
             named = [u for u in urls if re.search(re.escape(u) + r"(?=$|[\s:'\",)])", error)]
             if named:
                 rest = [u for u in urls if u not in named]
-                return [ImageOutcome(u, error=error) for u in named] + (self._embed_unit(rest) if rest else [])
-            middle = len(urls) // 2
-            return self._embed_unit(urls[:middle]) + self._embed_unit(urls[middle:])
+                split = [ImageOutcome(u, error=error) for u in named] + (self._embed_unit(rest) if rest else [])
+            else:
+                middle = len(urls) // 2
+                split = self._embed_unit(urls[:middle]) + self._embed_unit(urls[middle:])
+            split[0].predict_time += sum(o.predict_time for o in outcomes)  # the failed batch was billed too
+            return split
         return outcomes
 
     def _predict(self, urls: list[str], retried: bool = False) -> list[ImageOutcome]:

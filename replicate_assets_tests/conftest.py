@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -174,3 +176,34 @@ def materialize_chain(
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
+
+
+BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run(
+    command: list[str], env: dict[str, str], cwd: Path = PROJECT, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def env(sqlite_url, image_server, fresh_emulator, tmp_path):
+    """The environment a user would export, pointing at the emulator and a sample shop."""
+    values = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_"))}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    values.update(
+        DATABASE_URL=sqlite_url,
+        IMAGE_BASE_URL=image_server.base_url,
+        REPLICATE_API_TOKEN=TOKEN,
+        REPLICATE_BASE_URL=fresh_emulator.base_url,
+        DAGSTER_HOME=str(home),
+        REPLICATE_EMBEDDINGS_LOG=str(tmp_path / "progress.log"),
+        REPLICATE_MAX_PREDICTIONS_PER_MINUTE="60000",
+    )
+    return values

@@ -127,9 +127,10 @@ def test_rejected_input_fails_only_that_image(sqlite_url, shop, image_server, fr
 # -- 429: wait, then go on; not an image failure --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [False, True], ids=["retry_after-in-body", "Retry-After-header"])
-def test_throttling_is_waited_out(sqlite_url, shop, image_server, fresh_emulator, tmp_path, header):
-    fresh_emulator.set_faults(Faults(throttle=0.1, retry_after=1, retry_after_header=header))
+@pytest.mark.parametrize("where", ["body", "header", "none"])
+def test_throttling_is_waited_out(sqlite_url, shop, image_server, fresh_emulator, tmp_path, where):
+    # The sixth create starts a one-second burst of 429s: every create in that second is throttled.
+    fresh_emulator.set_faults(Faults(throttle=1.0, retry_after=1, retry_after_in=where, start_after=5, stop_after=6))
     result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path)
     assert result.success
     metadata = result.asset_materializations_for_node("clip_embeddings")[0].metadata
@@ -217,10 +218,11 @@ def test_stuck_prediction_is_canceled_at_the_deadline(sqlite_url, shop, image_se
     )
     assert result.success
     stuck = [row for row in outcomes(sqlite_url).values() if row.error and "did not finish within 1.5 s" in row.error]
-    assert len(stuck) == 2 and all(row.status == "failed" for row in stuck)
+    assert len({row.error for row in stuck}) == 2  # two predictions (an image URL may serve several rows)
+    assert all(row.status == "failed" for row in stuck)
     cancels = [r for r in fresh_emulator.requests if r["path"].endswith("/cancel")]
     assert len(cancels) == 2
-    assert len(stored(sqlite_url)) == len(good_images(sqlite_url, shop, image_server)) - 2
+    assert len(stored(sqlite_url)) == len(good_images(sqlite_url, shop, image_server)) - len(stuck)
 
 
 def test_malformed_output_fails_the_image_and_stores_nothing(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
@@ -240,3 +242,74 @@ def test_loose_answers_are_parsed(sqlite_url, shop, image_server, fresh_emulator
     result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1)
     assert result.success
     assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+
+
+# -- rate limiting, concurrency, batching ----------------------------------------------------------------------------
+
+
+def test_requests_in_flight_are_bounded_and_sync_waits_short(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.latency = 0.2
+    result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, max_in_flight=3)
+    assert result.success
+    assert fresh_emulator.max_in_flight == 3
+    assert {r["prefer"] for r in fresh_emulator.creates()} == {"wait=5"}
+
+
+def test_the_create_limit_holds_across_threads(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    fresh_emulator.set_faults(None)
+    result = run_chain(
+        sqlite_url, image_server, fresh_emulator, tmp_path, max_in_flight=8, max_predictions_per_minute=600
+    )
+    assert result.success
+    times = sorted(r["at"] for r in fresh_emulator.creates())
+    # 10 a second with a one-second burst: the 11th create comes at least ~0.1 s after the first.
+    rate = (len(times) - 10) / (times[-1] - times[0])
+    assert rate <= 10.5, f"{rate:.1f} creates/s over the limit of 10/s"
+
+
+def test_clip_features_batches_and_isolates_dead_urls(sqlite_url, shop, image_server, fresh_emulator, tmp_path):
+    result = run_chain(
+        sqlite_url, image_server, fresh_emulator, tmp_path, model="andreasjansson/clip-features", batch_size=10
+    )
+    assert result.success
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+    rows = outcomes(sqlite_url)
+    dead = [i for i, why in shop.broken.items() if "404" in why]
+    assert dead and all(rows[i].status == "failed" and "HTTP 404" in rows[i].error for i in dead)
+    urls = len({u for r in fresh_emulator.creates() for u in r["inputs"]})
+    batches = -(-urls // 10)
+    # The batch holding the dead URL fails once and is sent again without it: one extra prediction per dead URL.
+    assert len(fresh_emulator.creates()) == batches + len(dead)
+    metadata = result.asset_materializations_for_node("clip_embeddings")[0].metadata
+    assert metadata["estimated_cost_usd"].value == pytest.approx(0.0152 * (batches + len(dead)) * 0.000225, rel=1e-2)
+
+
+# -- all faults at once --------------------------------------------------------------------------------------------
+
+
+def test_all_faults_at_once_end_with_every_good_image_embedded_exactly_once(
+    sqlite_url, image_server, fresh_emulator, tmp_path
+):
+    shop = build_sample_shop(engine_for(sqlite_url), image_server, products=120, days=3, today=TODAY)
+    with engine_for(sqlite_url).connect() as conn:
+        paths = conn.execute(sa.text("SELECT id, path FROM product_images ORDER BY id")).all()
+    for image_id, path in paths[20::100]:  # 1% more dead URLs: the files vanish from the image server
+        if image_id not in shop.broken:
+            image_server.images.pop(path.removeprefix(image_server.base_url + "/"))
+            shop.broken[image_id] = "dead URL (404)"
+    fresh_emulator.set_faults(
+        Faults(server_error=0.05, html_error=0.05, throttle=0.01, slow=0.1, slow_seconds=1.2, malformed=0.02)
+    )
+    for _ in range(3):  # a run, then what the missing-embeddings sensor would start while failures are retryable
+        result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1)
+        assert result.success
+        if all(row.status == "indexed" for i, row in outcomes(sqlite_url).items() if i not in shop.broken):
+            break
+    assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
+    with engine_for(sqlite_url).connect() as conn:
+        per_image = conn.execute(
+            sa.text("SELECT COUNT(*) FROM product_embeddings GROUP BY product_image_id HAVING COUNT(*) > 1")
+        ).all()
+    assert per_image == []
+    rows = outcomes(sqlite_url)
+    assert all(rows[i].status == "failed" and rows[i].error for i in shop.broken)

@@ -112,3 +112,20 @@ def test_rate_limiter_keeps_creates_under_the_limit(urls):
 def test_vector_problem(vector, problem):
     found = vector_problem(vector)
     assert (found is None) if problem is None else (problem in found)
+
+
+def test_a_batch_failing_without_naming_the_url_is_halved_until_the_dead_one_stands_alone(
+    fresh_emulator, urls, image_server
+):
+    from replicate_assets.emulator import Faults
+
+    fresh_emulator.set_faults(Faults(vague_errors=True))
+    dead = f"{image_server.base_url}/client/dead.png"
+    batch = [*urls[:7], dead, *urls[7:]]
+    client = client_for(fresh_emulator, model="andreasjansson/clip-features", batch_size=16)
+    outcomes = {o.url: o for o in client.embed_images(batch)}
+    assert all(outcomes[u].ok for u in urls)
+    assert outcomes[dead].error == "Prediction failed."
+    # 13 inputs: the failed batch, then two halves per level down to the dead one: 1 + 2 * ceil(log2 13) = 9.
+    assert len(fresh_emulator.creates()) <= 9
+    assert sum(o.predict_time for o in outcomes.values()) == pytest.approx(0.0152 * len(fresh_emulator.creates()))

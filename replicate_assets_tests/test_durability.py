@@ -1,0 +1,110 @@
+"""Nothing paid twice, nothing lost, nothing leaked: real `dagster asset materialize` processes, a real kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import sqlalchemy as sa
+from conftest import BIN, DAYS, PROJECT, TODAY, run
+
+from replicate_assets.catalogue import engine_for
+from replicate_assets.emulator import Faults, embedding_for
+from replicate_assets.sample_shop import build_sample_shop
+
+MATERIALIZE = [
+    "dagster",
+    "asset",
+    "materialize",
+    "-m",
+    "replicate_assets",
+    "--select",
+    "product_images+",
+    "--partition-range",
+    f"{DAYS[0]}...{DAYS[-1]}",
+]
+
+
+def indexed_urls(url: str) -> set[str]:
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT image_url FROM clip_embedding_outcomes WHERE status = 'indexed'"))
+        return {row[0] for row in rows}
+
+
+def created(emulator, since: int = 0) -> list[str]:
+    return [u for r in emulator.creates()[since:] if r["status"] == 201 for u in r["inputs"]]
+
+
+def test_kill_9_mid_run_then_rerun_embeds_each_image_once(env, sqlite_url, image_server, fresh_emulator):
+    shop = build_sample_shop(engine_for(sqlite_url), image_server, products=120, days=3, today=TODAY)
+    fresh_emulator.latency = 0.1
+    env = {**env, "REPLICATE_CHUNK_SIZE": "10", "REPLICATE_MAX_IN_FLIGHT": "4"}
+    process = subprocess.Popen(
+        [str(BIN / MATERIALIZE[0]), *MATERIALIZE[1:]],
+        env=env,
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(fresh_emulator.creates()) < 60 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)  # the run process and its step worker
+    process.wait(timeout=10)
+    time.sleep(0.5)  # answers already on their way land in the emulator's log
+    first_run = created(fresh_emulator)
+    durable = indexed_urls(sqlite_url)
+    assert durable and len(durable) < len(set(first_run)) + 1
+
+    mark = len(fresh_emulator.creates())
+    rerun = run(MATERIALIZE, env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    second_run = created(fresh_emulator, mark)
+
+    assert not durable & set(second_run), "an image stored before the kill was paid for again"
+    lost = set(first_run) & set(second_run)
+    assert len(lost) <= 10 + 4, f"{len(lost)} images re-sent: more than the chunk in flight"
+    with engine_for(sqlite_url).connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT e.product_image_id, e.embedding, i.path FROM product_embeddings e "
+                "JOIN product_images i ON i.id = e.product_image_id"
+            )
+        ).all()
+        images = conn.execute(sa.text("SELECT COUNT(*) FROM product_images")).scalar_one()
+    assert len(rows) == len({r.product_image_id for r in rows}) == images - len(shop.broken)
+    for row in rows:
+        key = row.path.removeprefix(image_server.base_url + "/")
+        vector = row.embedding if isinstance(row.embedding, list) else json.loads(row.embedding)
+        assert vector == embedding_for(image_server.images[key])
+
+
+def test_the_token_never_reaches_logs_metadata_errors_or_disk(env, sqlite_url, image_server, fresh_emulator, tmp_path):
+    secret = f"r8_{uuid.uuid4().hex}"  # made here, so no source file holds it
+    fresh_emulator.token = secret
+    try:
+        build_sample_shop(engine_for(sqlite_url), image_server, products=20, days=3, today=TODAY)
+        env = {**env, "REPLICATE_API_TOKEN": secret}
+        outputs = [run(MATERIALIZE, env)]
+        assert outputs[0].returncode == 0, outputs[0].stderr[-2000:]
+        fresh_emulator.set_faults(Faults(unauthorized=True))  # a failing run: its error and its stack trace
+        outputs.append(run(MATERIALIZE, env))
+        assert outputs[1].returncode != 0
+        fresh_emulator.set_faults(Faults(server_error=1.0))
+        outputs.append(run(["replicate-assets", "test-connection"], env))
+        outputs.append(run(["replicate-assets", "status"], env))
+    finally:
+        fresh_emulator.token = "r8_test_token_0123456789"
+    leaks = [" ".join(o.args) for o in outputs if secret in o.stdout + o.stderr]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    written += [
+        p
+        for p in PROJECT.rglob("*")
+        if p.is_file() and ".venv" not in p.parts and p.stat().st_size < 50e6 and secret.encode() in p.read_bytes()
+    ]
+    assert not leaks and not written, (leaks, written)
+    assert len(list(tmp_path.rglob("*.db"))) >= 2  # the shop and Dagster's own storage were searched
