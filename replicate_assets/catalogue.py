@@ -390,21 +390,102 @@ class Catalogue:
         with self.engine.begin() as conn:
             upsert(conn, self.embeddings, values, keys=("product_image_id",), keep=("id", "created_at"))
 
+    # -- sensors --------------------------------------------------------------------------------------------
+
+    def changed_images(self, after: tuple[dt.datetime, int] | None, limit: int) -> list[sa.Row]:
+        """Images created or changed after the cursor (updated_at, id), oldest first: (id, created_at, updated_at)."""
+        i = self.images
+        query = sa.select(i.c.id, i.c.created_at, i.c.updated_at).where(i.c.updated_at.is_not(None))
+        if after is not None:
+            stamp, last_id = after
+            query = query.where(sa.or_(i.c.updated_at > stamp, sa.and_(i.c.updated_at == stamp, i.c.id > last_id)))
+        with self.engine.connect() as conn:
+            return conn.execute(query.order_by(i.c.updated_at, i.c.id).limit(limit)).all()
+
+    def days_needing_work(
+        self, model: str, max_attempts: int, retry_delay_seconds: float, now: dt.datetime
+    ) -> set[dt.date]:
+        """Days (of created_at) holding images with work to do: never seen, pending, changed since their outcome,
+        not yet published, or failed with a retry due (delay x 2^(attempts-1) after the last attempt)."""
+        self.ensure_tables()
+        i, o, e = self.images, self.outcomes, self.embeddings
+        joined = i.outerjoin(o, sa.and_(o.c.product_image_id == i.c.id, o.c.model == model)).outerjoin(
+            e, e.c.product_image_id == i.c.id
+        )
+        unpublished = sa.or_(e.c.id.is_(None), e.c.model != model, e.c.updated_at < o.c.updated_at)
+        needs_work = sa.or_(
+            sa.and_(o.c.status.is_(None), sa.or_(e.c.id.is_(None), e.c.model != model)),
+            o.c.status == PENDING,
+            sa.and_(o.c.status.is_not(None), o.c.image_updated_at != i.c.updated_at),
+            sa.and_(o.c.status == INDEXED, unpublished),
+        )
+        days: set[dt.date] = set()
+        with self.engine.connect() as conn:
+            found = sa.select(i.c.created_at).select_from(joined).where(needs_work, i.c.created_at.is_not(None))
+            for (created_at,) in conn.execute(found):
+                days.add(naive_utc(created_at).date())
+            retryable = (
+                sa.select(i.c.created_at, o.c.attempts, o.c.updated_at)
+                .select_from(joined)
+                .where(o.c.status == FAILED, o.c.attempts < max_attempts, o.c.image_url.is_not(None))
+            )
+            for created_at, attempts, updated_at in conn.execute(retryable):
+                if updated_at + dt.timedelta(seconds=retry_delay_seconds * 2 ** max(attempts - 1, 0)) <= now:
+                    days.add(naive_utc(created_at).date())
+        return days
+
+    def reset_failures(self, model: str) -> list[dt.date]:
+        """Make failed images of `model` that have a URL retryable again (attempts 0); returns their days."""
+        self.ensure_tables()
+        o, i = self.outcomes, self.images
+        retryable = sa.and_(o.c.model == model, o.c.status == FAILED, o.c.image_url.is_not(None))
+        with self.engine.begin() as conn:
+            days = {
+                naive_utc(row[0]).date()
+                for row in conn.execute(
+                    sa.select(i.c.created_at).select_from(o.join(i, i.c.id == o.c.product_image_id)).where(retryable)
+                )
+            }
+            conn.execute(sa.update(o).where(retryable).values(status=PENDING, attempts=0, updated_at=utcnow()))
+        return sorted(days)
+
     # -- checks and status ----------------------------------------------------------------------------------
 
-    def products_without_embeddings(self, window: Window, model: str) -> list[int]:
-        """Ids of products with images in the window but no embedding from `model` (ascending)."""
+    def products_without_embeddings(self, window: Window, model: str) -> dict[int, set[dt.date]]:
+        """Products with images in the window but no embedding from `model`, with the days of those images."""
         self.ensure_tables()
         i, e = self.images, self.embeddings
         has_embedding = sa.select(e.c.id).where(e.c.product_id == i.c.product_id, e.c.model == model).exists()
+        query = sa.select(i.c.product_id, i.c.created_at).where(*window.where(i.c.created_at), ~has_embedding)
+        found: dict[int, set[dt.date]] = {}
+        with self.engine.connect() as conn:
+            for product_id, created_at in conn.execute(query):
+                found.setdefault(product_id, set()).add(naive_utc(created_at).date())
+        return dict(sorted(found.items()))
+
+    def failure_reasons(self, window: Window, model: str, max_attempts: int) -> list[sa.Row]:
+        """Images of the window that failed for good (attempts used up): (product_image_id, error)."""
+        o, i = self.outcomes, self.images
         query = (
-            sa.select(i.c.product_id)
-            .where(*window.where(i.c.created_at), ~has_embedding)
-            .group_by(i.c.product_id)
-            .order_by(i.c.product_id)
+            sa.select(o.c.product_image_id, o.c.error)
+            .select_from(o.join(i, i.c.id == o.c.product_image_id))
+            .where(
+                o.c.model == model, o.c.status == FAILED, o.c.attempts >= max_attempts, *window.where(i.c.created_at)
+            )
+            .order_by(o.c.product_image_id)
         )
         with self.engine.connect() as conn:
-            return [row[0] for row in conn.execute(query)]
+            return conn.execute(query).all()
+
+    def quarantine(self, product_image_ids: Sequence[int], model: str, reason: str) -> None:
+        """Mark outcomes failed so their embedding never reaches product_embeddings."""
+        o = self.outcomes
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(o)
+                .where(o.c.model == model, o.c.product_image_id.in_(list(product_image_ids)))
+                .values(status=FAILED, error=reason, updated_at=utcnow())
+            )
 
     def products_without_images(self) -> int:
         p, i = self.products, self.images

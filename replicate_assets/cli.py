@@ -1,9 +1,10 @@
-"""The `replicate-assets` command: test-connection, status, failed, migrate, emulator, demo."""
+"""The `replicate-assets` command: test-connection, status, migrate, failed, retry-failed, emulator, demo."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("test-connection", help="check REPLICATE_API_TOKEN and REPLICATE_MODEL; embeds nothing")
     commands.add_parser("status", help="embeddings, products and images by model, failed images with reasons")
     commands.add_parser("migrate", help="create product_embeddings and clip_embedding_outcomes where missing")
+    failed = commands.add_parser("failed", help="failed images with reasons and attempts (queue:failed)")
+    failed.add_argument("--limit", type=int, default=100)
+    retry = commands.add_parser("retry-failed", help="make failed images retryable and rerun their days (queue:retry)")
+    retry.add_argument("--run", action="store_true", help="run the chain over those days now (else print how)")
     emulator = commands.add_parser("emulator", help="run the local Replicate emulator in the foreground")
     emulator.add_argument("--port", type=int, default=8787)
     emulator.add_argument("--latency", type=float, default=0.5, help="seconds per prediction (default 0.5)")
@@ -61,6 +66,55 @@ def migrate(_args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     created = Catalogue.connect(settings.database_url).migrate()
     print(f"created: {', '.join(created)}" if created else "nothing to do: our tables exist")
+    return 0
+
+
+def failed(args: argparse.Namespace) -> int:
+    from replicate_assets.assets import redact
+
+    settings = Settings.from_env()
+    rows = Catalogue.connect(settings.database_url).failed_images(limit=args.limit)
+    if not rows:
+        print("no failed images")
+    for row in rows:
+        state = "will retry" if row.attempts < settings.max_attempts else "gave up"
+        print(
+            f"ProductImage #{row.product_image_id} (Product #{row.product_id}) {row.model}, "
+            f"{row.attempts} attempts, {state}: {redact(row.error or '')}"
+        )
+    return 0
+
+
+def retry_failed(args: argparse.Namespace) -> int:
+    from replicate_assets.replicate import model_spec
+    from replicate_assets.sensors import day_ranges
+
+    settings = Settings.from_env()
+    days = Catalogue.connect(settings.database_url).reset_failures(model_spec(settings.replicate_model).reference)
+    ranges = day_ranges(days)
+    print(f"{len(days)} day(s) hold failed images; they are pending again")
+    commands = [
+        [
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "replicate_assets",
+            "--select",
+            "product_images+",
+            "--partition-range",
+            f"{first}...{last}",
+        ]
+        for first, last in ranges
+    ]
+    for command in commands:
+        print("  " + " ".join(command).replace("product_images+", "'product_images+'"))
+        if args.run:
+            code = subprocess.run([str(Path(sys.executable).with_name("dagster")), *command[1:]]).returncode
+            if code:
+                return code
+    if commands and not args.run:
+        print("run those commands, pass --run, or let missing_embeddings_sensor pick them up")
     return 0
 
 
@@ -111,6 +165,8 @@ COMMANDS = {
     "test-connection": test_connection,
     "status": status,
     "migrate": migrate,
+    "failed": failed,
+    "retry-failed": retry_failed,
     "emulator": emulator,
     "demo": demo,
 }

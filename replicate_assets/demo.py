@@ -14,7 +14,7 @@ from replicate_assets.sample_shop import ImageServer, build_sample_shop
 from replicate_assets.settings import DEFAULT_DATABASE_URL, DEFAULT_EMBEDDINGS_LOG
 
 DEMO_TOKEN = "r8_demo_token_for_the_local_emulator"
-DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+SHIPPED_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
 def sqlite_url(path: Path) -> str:
@@ -26,8 +26,9 @@ def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float 
     database = workdir / DEFAULT_DATABASE_URL.removeprefix("sqlite:///")
     dagster_home = workdir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    if not (dagster_home / "dagster.yaml").exists():  # the instance the README documents: pools, monitoring
+        text = SHIPPED_DAGSTER_YAML.read_text() if SHIPPED_DAGSTER_YAML.exists() else "telemetry:\n  enabled: false\n"
+        (dagster_home / "dagster.yaml").write_text(text)
     log_file = workdir / DEFAULT_EMBEDDINGS_LOG
     engine = engine_for(sqlite_url(database))
     images = ImageServer()

@@ -30,8 +30,10 @@ def test_definitions_load_with_the_three_assets_in_order():
 
 def test_the_check_and_resources():
     defs = replicate_assets.defs
-    [checks] = defs.asset_checks
-    assert {key.name for key in checks.check_keys} == {"products_without_embeddings"}
+    names = {key.name for checks in defs.asset_checks for key in checks.check_keys}
+    assert names == {"products_without_embeddings", "embedding_dimensions", "failed_images"}
+    assert {s.name for s in defs.sensors} == {"new_product_images_sensor", "missing_embeddings_sensor"}
+    assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)
     assert set(defs.resources) == {"shop", "replicate", "progress_log"}
 
 

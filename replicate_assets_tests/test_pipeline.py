@@ -13,6 +13,11 @@ from replicate_assets.emulator import embedding_for
 from replicate_assets.replicate import ReplicateClient
 
 
+def check_evaluation(result, name):
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
 def embeddings_by_image(url: str) -> dict[int, sa.Row]:
     with engine_for(url).connect() as conn:
         rows = conn.execute(sa.text("SELECT * FROM product_embeddings")).all()
@@ -189,7 +194,7 @@ def test_products_without_embeddings_check_fails_then_passes(sqlite_url, image_s
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=dt.date(2025, 1, 17))
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
     result = materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
-    [evaluation] = result.get_asset_check_evaluations()
+    evaluation = check_evaluation(result, "products_without_embeddings")
     images = image_rows(sqlite_url)
     good_products = {r.product_id for r in images if r.id not in shop.broken}
     lost = sorted({r.product_id for r in images if r.id in shop.broken} - good_products)
@@ -209,7 +214,7 @@ def test_products_without_embeddings_check_fails_then_passes(sqlite_url, image_s
                 {"p": f"fixed/{image_id}.png", "now": dt.datetime(2025, 2, 1), "id": image_id},
             )
     result = materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
-    [evaluation] = result.get_asset_check_evaluations()
+    evaluation = check_evaluation(result, "products_without_embeddings")
     assert evaluation.passed
     assert evaluation.metadata["products_without_embeddings"].value == 0
 
