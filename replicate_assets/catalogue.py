@@ -107,14 +107,6 @@ class Window:
     def of(cls, time_window: dg.TimeWindow) -> Window:
         return cls(naive_utc(time_window.start), naive_utc(time_window.end))
 
-    def where(self, column: sa.ColumnElement) -> list[sa.ColumnElement]:
-        clauses = []
-        if self.start is not None:
-            clauses.append(column >= self.start)
-        if self.end is not None:
-            clauses.append(column < self.end)
-        return clauses
-
 
 class Catalogue:
     """Queries and writes on one shop database. Build it with `Catalogue.connect(url)`."""
@@ -193,6 +185,24 @@ class Catalogue:
             mysql_engine="InnoDB",
         )
         self._migrated = False
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    def _instant(self, value: sa.ColumnElement | dt.datetime) -> sa.ColumnElement:
+        """A timestamp to compare as an instant. SQLite keeps text in whatever format its writer chose
+        (Laravel: '2025-01-15 10:30:45', SQLAlchemy: '2025-01-15 10:30:45.000000'): compare julianday()."""
+        if isinstance(value, dt.datetime):
+            value = sa.literal(
+                value.isoformat(sep=" ") if self._sqlite else value, sa.String if self._sqlite else sa.DateTime
+            )
+        return sa.func.julianday(value) if self._sqlite else value
+
+    def _in(self, window: Window, column: sa.ColumnElement) -> list[sa.ColumnElement]:
+        clauses = []
+        if window.start is not None:
+            clauses.append(self._instant(column) >= self._instant(window.start))
+        if window.end is not None:
+            clauses.append(self._instant(column) < self._instant(window.end))
+        return clauses
 
     @classmethod
     def connect(cls, url: str) -> Catalogue:
@@ -235,7 +245,7 @@ class Catalogue:
                     e, e.c.product_image_id == i.c.id
                 )
             )
-            .where(*window.where(i.c.created_at))
+            .where(*self._in(window, i.c.created_at))
         )
         yield from self._pages(query, i.c.id, page_size)
 
@@ -267,7 +277,7 @@ class Catalogue:
         """Counts for metadata: images and products in the window, images by outcome, products embedded."""
         self.ensure_tables()
         i, o, e = self.images, self.outcomes, self.embeddings
-        in_window = window.where(i.c.created_at)
+        in_window = self._in(window, i.c.created_at)
         counts = {PENDING: 0, INDEXED: 0, FAILED: 0}
         with self.engine.connect() as conn:
             images, products = conn.execute(
@@ -296,7 +306,7 @@ class Catalogue:
         query = (
             sa.select(o.c.product_image_id, o.c.product_id, o.c.image_url, o.c.image_updated_at, o.c.attempts)
             .select_from(o.join(i, i.c.id == o.c.product_image_id))
-            .where(o.c.model == model, o.c.status == PENDING, *window.where(i.c.created_at))
+            .where(o.c.model == model, o.c.status == PENDING, *self._in(window, i.c.created_at))
         )
         yield from self._pages(query, o.c.product_image_id, page_size)
 
@@ -358,7 +368,7 @@ class Catalogue:
             .where(
                 o.c.model == model,
                 o.c.status == INDEXED,
-                *window.where(i.c.created_at),
+                *self._in(window, i.c.created_at),
                 sa.or_(
                     e.c.id.is_(None),
                     e.c.model != model,
@@ -398,7 +408,8 @@ class Catalogue:
         query = sa.select(i.c.id, i.c.created_at, i.c.updated_at).where(i.c.updated_at.is_not(None))
         if after is not None:
             stamp, last_id = after
-            query = query.where(sa.or_(i.c.updated_at > stamp, sa.and_(i.c.updated_at == stamp, i.c.id > last_id)))
+            updated, stamp = self._instant(i.c.updated_at), self._instant(stamp)
+            query = query.where(sa.or_(updated > stamp, sa.and_(updated == stamp, i.c.id > last_id)))
         with self.engine.connect() as conn:
             return conn.execute(query.order_by(i.c.updated_at, i.c.id).limit(limit)).all()
 
@@ -416,7 +427,7 @@ class Catalogue:
         needs_work = sa.or_(
             sa.and_(o.c.status.is_(None), sa.or_(e.c.id.is_(None), e.c.model != model)),
             o.c.status == PENDING,
-            sa.and_(o.c.status.is_not(None), o.c.image_updated_at != i.c.updated_at),
+            sa.and_(o.c.status.is_not(None), self._instant(o.c.image_updated_at) != self._instant(i.c.updated_at)),
             sa.and_(o.c.status == INDEXED, unpublished),
         )
         days: set[dt.date] = set()
@@ -456,7 +467,7 @@ class Catalogue:
         self.ensure_tables()
         i, e = self.images, self.embeddings
         has_embedding = sa.select(e.c.id).where(e.c.product_id == i.c.product_id, e.c.model == model).exists()
-        query = sa.select(i.c.product_id, i.c.created_at).where(*window.where(i.c.created_at), ~has_embedding)
+        query = sa.select(i.c.product_id, i.c.created_at).where(*self._in(window, i.c.created_at), ~has_embedding)
         found: dict[int, set[dt.date]] = {}
         with self.engine.connect() as conn:
             for product_id, created_at in conn.execute(query):
@@ -470,7 +481,10 @@ class Catalogue:
             sa.select(o.c.product_image_id, o.c.error)
             .select_from(o.join(i, i.c.id == o.c.product_image_id))
             .where(
-                o.c.model == model, o.c.status == FAILED, o.c.attempts >= max_attempts, *window.where(i.c.created_at)
+                o.c.model == model,
+                o.c.status == FAILED,
+                o.c.attempts >= max_attempts,
+                *self._in(window, i.c.created_at),
             )
             .order_by(o.c.product_image_id)
         )

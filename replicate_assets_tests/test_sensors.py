@@ -1,0 +1,146 @@
+"""The two sensors, evaluated with build_sensor_context against a real shop database and instance."""
+
+import datetime as dt
+import json
+import time
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from conftest import DAYS, TODAY, TOKEN, make_resources, materialize_chain
+from dagster._core.test_utils import create_run_for_test
+
+from replicate_assets.catalogue import Catalogue, ShopDatabase, engine_for
+from replicate_assets.replicate import ReplicateClient
+from replicate_assets.sample_shop import build_sample_shop, png
+from replicate_assets.sensors import missing_embeddings_sensor, new_product_images_sensor
+
+
+@pytest.fixture
+def shop(sqlite_url, image_server):
+    return build_sample_shop(engine_for(sqlite_url), image_server, products=20, days=3, today=TODAY)
+
+
+def tick_new(url, cursor=None):
+    context = dg.build_sensor_context(cursor=cursor, resources={"shop": ShopDatabase(url=url)})
+    return new_product_images_sensor(context)
+
+
+def tick_missing(url, instance, emulator):
+    resources = {
+        "shop": ShopDatabase(url=url),
+        "replicate": ReplicateClient(api_token=TOKEN, base_url=emulator.base_url),
+    }
+    return missing_embeddings_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+
+def ranges(result):
+    return [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in result.run_requests
+    ]
+
+
+def add_image(url, image_id, created, updated, path="products/1/0.png"):
+    with engine_for(url).begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                "VALUES (:id, 1, :path, :c, :u)"
+            ),
+            {"id": image_id, "path": path, "c": created, "u": updated},
+        )
+
+
+def test_new_images_sensor_follows_the_cursor_without_missing_or_repeating(sqlite_url, shop):
+    first = tick_new(sqlite_url)
+    assert ranges(first) == [(DAYS[0], DAYS[-1])]  # the whole catalogue, one range run
+    assert tick_new(sqlite_url, first.cursor).skip_reason is not None  # nothing new: nothing launched
+    same_again = tick_new(sqlite_url)
+    assert [r.run_key for r in same_again.run_requests] == [r.run_key for r in first.run_requests]  # deduped
+
+    # A row that arrives after the tick with the same updated_at as the cursor's row is not missed.
+    last = json.loads(first.cursor)
+    add_image(sqlite_url, 1000, dt.datetime(2025, 3, 1, 8), dt.datetime.fromisoformat(last["updated_at"]))
+    # A changed old row and a new row two days apart: two ranges, exactly those days.
+    with engine_for(sqlite_url).begin() as conn:
+        conn.execute(sa.text("UPDATE product_images SET updated_at = :u WHERE id = 1"), {"u": dt.datetime(2026, 1, 1)})
+    add_image(sqlite_url, 1001, dt.datetime(2025, 3, 3, 8), dt.datetime(2026, 1, 1))
+    second = tick_new(sqlite_url, first.cursor)
+    day_of_image_1 = str(
+        engine_for(sqlite_url).connect().execute(sa.text("SELECT created_at FROM product_images WHERE id = 1")).scalar()
+    )[:10]
+    assert sorted(ranges(second)) == sorted(
+        [(day_of_image_1, day_of_image_1), ("2025-03-01", "2025-03-01"), ("2025-03-03", "2025-03-03")]
+    )
+    assert json.loads(second.cursor) == {"updated_at": "2026-01-01T00:00:00", "id": 1001}
+    assert tick_new(sqlite_url, second.cursor).skip_reason is not None
+
+
+def test_images_outside_the_partitions_are_not_requested(sqlite_url, shop):
+    cursor = tick_new(sqlite_url).cursor
+    add_image(sqlite_url, 1000, dt.datetime(2019, 1, 1), dt.datetime(2030, 1, 1))  # before PRODUCT_IMAGES_START_DATE
+    result = tick_new(sqlite_url, cursor)
+    assert result.run_requests == [] and json.loads(result.cursor)["id"] == 1000
+
+
+def test_missing_embeddings_sensor_finds_exactly_the_days_with_work(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path
+):
+    instance = dg.DagsterInstance.ephemeral()
+    assert ranges(tick_missing(sqlite_url, instance, fresh_emulator)) == [(DAYS[0], DAYS[-1])]
+    materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0], last=DAYS[-1])
+
+    # Right after the run, only the dead URLs' retry is pending, and it is not due yet.
+    catalogue = Catalogue.connect(sqlite_url)
+    failed_at = max(row.updated_at for row in catalogue.failed_images())
+    assert catalogue.days_needing_work("openai/clip", 3, 60, failed_at) == set()
+    # An old import with no embedding, on a day of its own.
+    image_server.images["old/1.png"] = png(4242)
+    add_image(sqlite_url, 1000, dt.datetime(2024, 6, 1, 12), dt.datetime(2024, 6, 1, 12), path="old/1.png")
+    result = tick_missing(sqlite_url, instance, fresh_emulator)
+    assert ranges(result) == [("2024-06-01", "2024-06-01")]
+
+    # The dead URL's retry becomes due (delay 1 s in tests, x 2^(attempts-1)).
+    time.sleep(2.1)
+    dead_days = {d.isoformat() for d in catalogue.days_needing_work("openai/clip", 3, 1, dt.datetime(2100, 1, 1))}
+    assert set(sum(ranges(tick_missing(sqlite_url, instance, fresh_emulator)), ())) == dead_days
+
+
+def test_missing_embeddings_sensor_waits_for_runs_in_flight(sqlite_url, shop, fresh_emulator):
+    instance = dg.DagsterInstance.ephemeral()
+    create_run_for_test(
+        instance,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]},
+    )
+    assert ranges(tick_missing(sqlite_url, instance, fresh_emulator)) == [(DAYS[2], DAYS[2])]
+    create_run_for_test(instance, status=dg.DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": DAYS[2]})
+    assert tick_missing(sqlite_url, instance, fresh_emulator).skip_reason is not None
+
+
+def test_permanent_failures_are_not_retried_until_their_row_changes(sqlite_url, image_server, fresh_emulator, tmp_path):
+    shop = build_sample_shop(engine_for(sqlite_url), image_server, products=20, days=3, today=TODAY)
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    for _ in range(3):  # three attempts for the dead URL
+        time.sleep(1.1)
+        materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
+    catalogue = Catalogue.connect(sqlite_url)
+    dead = [i for i, why in shop.broken.items() if "404" in why]
+    assert {r.product_image_id: r.attempts for r in catalogue.failed_images() if r.product_image_id in dead} == {
+        i: 3 for i in dead
+    }
+    far_future = dt.datetime(2100, 1, 1)
+    assert catalogue.days_needing_work("openai/clip", 3, 1, far_future) == set()
+    fresh_emulator.requests.clear()
+    materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
+    assert fresh_emulator.creates() == []  # given up: not sent again
+
+    with engine_for(sqlite_url).begin() as conn:  # the shop fixes the row
+        conn.execute(
+            sa.text("UPDATE product_images SET path = 'products/1/0.png', updated_at = :u WHERE id = :id"),
+            {"u": dt.datetime(2026, 1, 1), "id": dead[0]},
+        )
+    assert catalogue.days_needing_work("openai/clip", 3, 1, far_future)
+    materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
+    assert {r.product_image_id for r in catalogue.failed_images()}.isdisjoint({dead[0]})
