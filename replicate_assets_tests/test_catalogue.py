@@ -130,8 +130,12 @@ def test_laravel_timestamps_at_midnight_fall_in_their_own_day(shop_url, shop):
     from replicate_assets.catalogue import Window
 
     with engine_for(shop_url).begin() as conn:  # written the way Laravel writes them: no fractional seconds
-        conn.execute(sa.text("INSERT INTO product_images (id, product_id, path, created_at, updated_at) VALUES "
-                             "(5000, 1, 'x.png', '2025-02-02 00:00:00', '2025-02-02 00:00:00')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO product_images (id, product_id, path, created_at, updated_at) VALUES "
+                "(5000, 1, 'x.png', '2025-02-02 00:00:00', '2025-02-02 00:00:00')"
+            )
+        )
     catalogue = Catalogue.connect(shop_url)
     day = catalogue.window_summary(Window(dt.datetime(2025, 2, 2), dt.datetime(2025, 2, 3)), "openai/clip")
     before = catalogue.window_summary(Window(dt.datetime(2025, 2, 1), dt.datetime(2025, 2, 2)), "openai/clip")

@@ -111,3 +111,24 @@ def test_dagster_asset_materialize_as_a_user_types_it(env, sample, sqlite_url):
         partitions = instance.get_materialized_partitions(dg.AssetKey("embedding_table"))
         assert partitions == set(DAYS)
     assert TOKEN not in (PROJECT / "workspace.yaml").read_text()
+
+
+def test_failed_lists_reasons_and_retry_failed_reruns_their_days(env, sample, sqlite_url, image_server,
+                                                                   fresh_emulator, tmp_path):
+    materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0],
+                      last=DAYS[-1])
+    listed = run(["replicate-assets", "failed"], env)
+    assert listed.returncode == 0
+    for image_id, why in sample.broken.items():
+        line = next(line for line in listed.stdout.splitlines() if line.startswith(f"ProductImage #{image_id} "))
+        assert ("1 attempts, will retry" if "404" in why else "3 attempts, gave up") in line
+    assert "s3cr3t" not in listed.stdout
+
+    # The dead URL comes back: retry-failed --run embeds it through a real Dagster run.
+    dead = next(i for i, why in sample.broken.items() if why == "dead URL (404)")
+    image_server.images["products/5/missing.png"] = b"now it exists"
+    retried = run(["replicate-assets", "retry-failed", "--run"], env)
+    assert retried.returncode == 0, retried.stderr[-2000:]
+    assert "--partition-range" in retried.stdout
+    assert dead in embedded_images(sqlite_url)
+    del image_server.images["products/5/missing.png"]
