@@ -113,10 +113,10 @@ def test_dagster_asset_materialize_as_a_user_types_it(env, sample, sqlite_url):
     assert TOKEN not in (PROJECT / "workspace.yaml").read_text()
 
 
-def test_failed_lists_reasons_and_retry_failed_reruns_their_days(env, sample, sqlite_url, image_server,
-                                                                   fresh_emulator, tmp_path):
-    materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0],
-                      last=DAYS[-1])
+def test_failed_lists_reasons_and_retry_failed_reruns_their_days(
+    env, sample, sqlite_url, image_server, fresh_emulator, tmp_path
+):
+    materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0], last=DAYS[-1])
     listed = run(["replicate-assets", "failed"], env)
     assert listed.returncode == 0
     for image_id, why in sample.broken.items():
