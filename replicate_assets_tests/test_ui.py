@@ -128,8 +128,8 @@ def test_the_ui_shows_the_chain_its_checks_and_sensors(server):
     data = server.graphql(
         "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned "
         "assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } "
-        "sensorsOrError(repositorySelector: {repositoryLocationName: \"replicate_assets\", "
-        "repositoryName: \"__repository__\"}) { ... on Sensors { results { name sensorState { status } } } } }"
+        'sensorsOrError(repositorySelector: {repositoryLocationName: "replicate_assets", '
+        'repositoryName: "__repository__"}) { ... on Sensors { results { name sensorState { status } } } } }'
     )
     nodes = {n["assetKey"]["path"][0]: n for n in data["assetNodes"]}
     assert set(nodes) == {"product_images", "clip_embeddings", "embedding_table"}
