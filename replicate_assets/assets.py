@@ -336,9 +336,8 @@ def embedding_table(
     window = Window.of(context.partition_time_window)
     model = replicate.spec.reference
     written, started = 0, time.monotonic()
-    for page in catalogue.unpublished_embeddings(window, model, config.chunk_size):
-        catalogue.upsert_embeddings(page, model)
-        written += len(page)
+    for count in catalogue.publish_embeddings(window, model, config.chunk_size * 20):
+        written += count
     elapsed = time.monotonic() - started
     context.log.info(f"upserted {written} rows into product_embeddings in {elapsed:.1f} s")
     return dg.MaterializeResult(

@@ -354,51 +354,62 @@ class Catalogue:
 
     # -- embedding_table ------------------------------------------------------------------------------------
 
-    def unpublished_embeddings(self, window: Window, model: str, page_size: int) -> Iterator[list[sa.Row]]:
-        """Pages of indexed outcomes whose `product_embeddings` row is missing or older than the outcome."""
-        self.ensure_tables()
+    def _unpublished(self, window: Window, model: str) -> tuple[sa.FromClause, list[sa.ColumnElement]]:
+        """Indexed outcomes of the window whose product_embeddings row is missing or older: (from, where)."""
         o, i, e = self.outcomes, self.images, self.embeddings
-        query = (
-            sa.select(
-                o.c.product_image_id, o.c.product_id, o.c.embedding, o.c.dimensions, o.c.image_url, o.c.updated_at
-            )
-            .select_from(
-                o.join(i, i.c.id == o.c.product_image_id).outerjoin(e, e.c.product_image_id == o.c.product_image_id)
-            )
-            .where(
-                o.c.model == model,
-                o.c.status == INDEXED,
-                *self._in(window, i.c.created_at),
-                sa.or_(
-                    e.c.id.is_(None),
-                    e.c.model != model,
-                    e.c.updated_at < o.c.updated_at,
-                    e.c.image_url != o.c.image_url,
-                ),
-            )
+        joined = o.join(i, i.c.id == o.c.product_image_id).outerjoin(e, e.c.product_image_id == o.c.product_image_id)
+        stale = sa.or_(
+            e.c.id.is_(None), e.c.model != model, e.c.updated_at < o.c.updated_at, e.c.image_url != o.c.image_url
         )
+        return joined, [o.c.model == model, o.c.status == INDEXED, *self._in(window, i.c.created_at), stale]
+
+    def unpublished_embeddings(self, window: Window, model: str, page_size: int) -> Iterator[list[sa.Row]]:
+        """Pages of the embeddings `publish_embeddings` would write, parsed: (product_image_id, embedding)."""
+        self.ensure_tables()
+        o = self.outcomes
+        joined, where = self._unpublished(window, model)
+        query = sa.select(o.c.product_image_id, o.c.embedding).select_from(joined).where(*where)
         yield from self._pages(query, o.c.product_image_id, page_size)
 
-    def upsert_embeddings(self, rows: Sequence[sa.Row], model: str) -> None:
-        """Write one `product_embeddings` row per image; re-running never duplicates."""
-        if not rows:
-            return
-        now = utcnow()
-        values = [
-            {
-                "product_id": r.product_id,
-                "product_image_id": r.product_image_id,
-                "embedding": r.embedding,
-                "model": model,
-                "dimensions": r.dimensions,
-                "image_url": r.image_url,
-                "created_at": now,
-                "updated_at": max(now, r.updated_at),
-            }
-            for r in rows
+    def publish_embeddings(self, window: Window, model: str, page_size: int) -> Iterator[int]:
+        """Upsert the window's new embeddings into product_embeddings, one page per transaction, yielding the rows
+        written. The JSON is copied inside the database (INSERT ... SELECT), never parsed; re-running never
+        duplicates (product_image_id is unique)."""
+        self.ensure_tables()
+        o, e = self.outcomes, self.embeddings
+        joined, where = self._unpublished(window, model)
+        ids = sa.select(o.c.product_image_id).select_from(joined).where(*where)
+        columns = [
+            "product_id",
+            "product_image_id",
+            "embedding",
+            "model",
+            "dimensions",
+            "image_url",
+            "created_at",
+            "updated_at",
         ]
-        with self.engine.begin() as conn:
-            upsert(conn, self.embeddings, values, keys=("product_image_id",), keep=("id", "created_at"))
+        for page in self._pages(ids, o.c.product_image_id, page_size):
+            now = sa.literal(utcnow(), sa.DateTime)
+            rows = (
+                sa.select(
+                    o.c.product_id,
+                    o.c.product_image_id,
+                    o.c.embedding,
+                    sa.literal(model, sa.String),
+                    o.c.dimensions,
+                    o.c.image_url,
+                    now,
+                    sa.case((o.c.updated_at > now, o.c.updated_at), else_=now),
+                )
+                .select_from(joined)
+                .where(*where, o.c.product_image_id.between(page[0][0], page[-1][0]))
+            )
+            with self.engine.begin() as conn:
+                conn.execute(
+                    upsert_statement(conn, e, columns, keys=("product_image_id",), keep=("created_at",), select=rows)
+                )
+            yield len(page)
 
     # -- sensors --------------------------------------------------------------------------------------------
 
@@ -543,17 +554,29 @@ def upsert(
     conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str], keep: Sequence[str] = ()
 ) -> None:
     """Insert rows, or update every column but `keys` and `keep` where the key exists (all three dialects)."""
-    columns = [c for c in rows[0] if c not in keys and c not in keep]
+    conn.execute(upsert_statement(conn, table, list(rows[0]), keys, keep), list(rows))
+
+
+def upsert_statement(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    keep: Sequence[str] = (),
+    select: sa.Select | None = None,
+) -> sa.Insert:
+    """INSERT (of values, or of `select`'s rows) that updates the other columns where `keys` already exist."""
     dialect = conn.dialect.name
-    if dialect == "mysql":
-        stmt = mysql.insert(table)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
-    elif dialect in ("postgresql", "sqlite"):
-        stmt = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in columns})
-    else:
+    module = {"mysql": mysql, "postgresql": postgresql, "sqlite": sqlite}.get(dialect)
+    if module is None:
         raise CatalogueError(f"the {dialect} database is not supported: use SQLite, PostgreSQL or MySQL/MariaDB")
-    conn.execute(stmt, list(rows))
+    stmt = module.insert(table)
+    if select is not None:
+        stmt = stmt.from_select(list(columns), select)
+    changed = [c for c in columns if c not in keys and c not in keep]
+    if dialect == "mysql":
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in changed})
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in changed})
 
 
 class ShopDatabase(dg.ConfigurableResource):
