@@ -394,6 +394,7 @@ NOT_FOUND = (404, {"detail": "The requested resource could not be found.", "stat
 def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body leave at once: no 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read emulator.requests
             pass
