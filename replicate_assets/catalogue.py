@@ -92,7 +92,7 @@ def engine_for(url: str) -> sa.Engine:
             cursor.execute("PRAGMA foreign_keys=ON")  # for ON DELETE CASCADE
             cursor.execute("PRAGMA journal_mode=WAL")  # readers (status, checks) beside a running write
             cursor.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: safe from a killed process, one fsync less
-            cursor.execute("PRAGMA cache_size=-65536")  # 64 MB: embeddings are 7-8 kB each
+            cursor.execute("PRAGMA cache_size=-16384")  # 16 MB a connection: embeddings are 7-8 kB each
             cursor.close()
 
     return engine

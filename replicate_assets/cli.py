@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="sample shop + emulator + one Dagster run over every partition")
     demo.add_argument("--products", type=int, default=240)
     demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--serve", action="store_true", help="keep the emulator and the images up for `dagster dev`")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -85,6 +86,27 @@ def failed(args: argparse.Namespace) -> int:
     return 0
 
 
+def materialize_command(first: str, last: str) -> list[str]:
+    """`dagster asset materialize` of the whole chain over the days first...last (one run)."""
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    return [
+        dagster,
+        "asset",
+        "materialize",
+        "-m",
+        "replicate_assets",
+        "--select",
+        "product_images+",
+        "--partition-range",
+        f"{first}...{last}",
+    ]
+
+
+def shell_line(command: list[str]) -> str:
+    """The command as a user would type it."""
+    return " ".join(["dagster", *command[1:]]).replace("product_images+", "'product_images+'")
+
+
 def retry_failed(args: argparse.Namespace) -> int:
     from replicate_assets.replicate import model_spec
     from replicate_assets.sensors import day_ranges
@@ -93,27 +115,14 @@ def retry_failed(args: argparse.Namespace) -> int:
     days = Catalogue.connect(settings.database_url).reset_failures(model_spec(settings.replicate_model).reference)
     ranges = day_ranges(days)
     print(f"{len(days)} day(s) hold failed images; they are pending again")
-    commands = [
-        [
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "replicate_assets",
-            "--select",
-            "product_images+",
-            "--partition-range",
-            f"{first}...{last}",
-        ]
-        for first, last in ranges
-    ]
-    for command in commands:
-        print("  " + " ".join(command).replace("product_images+", "'product_images+'"))
+    for first, last in ranges:
+        command = materialize_command(first, last)
+        print("  " + shell_line(command))
         if args.run:
-            code = subprocess.run([str(Path(sys.executable).with_name("dagster")), *command[1:]]).returncode
+            code = subprocess.run(command).returncode
             if code:
                 return code
-    if commands and not args.run:
+    if ranges and not args.run:
         print("run those commands, pass --run, or let missing_embeddings_sensor pick them up")
     return 0
 
@@ -133,7 +142,7 @@ def emulator(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from replicate_assets.demo import run_demo
 
-    return run_demo(Path.cwd(), products=args.products, days=args.days)
+    return run_demo(Path.cwd(), products=args.products, days=args.days, serve=args.serve)
 
 
 def print_status(catalogue: Catalogue, failed_limit: int = 20) -> None:

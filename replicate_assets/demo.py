@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 from replicate_assets.catalogue import Catalogue, engine_for
-from replicate_assets.cli import print_status
+from replicate_assets.cli import materialize_command, print_status, shell_line
 from replicate_assets.emulator import Emulator
 from replicate_assets.sample_shop import ImageServer, build_sample_shop
 from replicate_assets.settings import DEFAULT_DATABASE_URL, DEFAULT_EMBEDDINGS_LOG
@@ -21,7 +21,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float = 0.05) -> int:
+def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float = 0.05, serve: bool = False) -> int:
     """Build the sample shop in `workdir`, embed it through `dagster asset materialize`, print the status."""
     database = workdir / DEFAULT_DATABASE_URL.removeprefix("sqlite:///")
     dagster_home = workdir / ".dagster_home"
@@ -50,34 +50,40 @@ def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float 
             "REPLICATE_EMBEDDINGS_LOG": str(log_file.resolve()),
         }
         env.pop("REPLICATE_MODEL", None)
-        partition_range = f"{shop.first_day}...{shop.last_day}"
-        command = [
-            str(Path(sys.executable).with_name("dagster")),
-            "asset",
-            "materialize",
-            "-m",
-            "replicate_assets",
-            "--select",
-            "product_images+",
-            "--partition-range",
-            partition_range,
-        ]
-        print(
-            f"running: dagster asset materialize -m replicate_assets --select 'product_images+' "
-            f"--partition-range {partition_range}"
-        )
+        command = materialize_command(str(shop.first_day), str(shop.last_day))
+        print(f"running: {shell_line(command)}")
         run_log = workdir / "logs" / "demo_dagster_run.log"
         run_log.parent.mkdir(parents=True, exist_ok=True)
         with run_log.open("w") as out:
             result = subprocess.run(command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode == 0 and serve:
+            report(database, run_log, log_file)
+            serve_until_interrupted(env, dagster_home)
         images.stop()
     if result.returncode != 0:
         print(f"the Dagster run failed (exit {result.returncode}); its output is in {run_log}:")
         print("\n".join(run_log.read_text().splitlines()[-30:]))
         return result.returncode
+    if not serve:
+        report(database, run_log, log_file)
+        print(f"See it in the Dagster UI: DAGSTER_HOME={dagster_home} dagster dev -w workspace.yaml")
+    return 0
+
+
+def report(database: Path, run_log: Path, log_file: Path) -> None:
     print(f"the Dagster run succeeded; its output is in {run_log}, the progress log in {log_file}")
     print()
     print_status(Catalogue.connect(sqlite_url(database)))
     print()
-    print(f"See it in the Dagster UI: DAGSTER_HOME={dagster_home} dagster dev -w workspace.yaml")
-    return 0
+
+
+def serve_until_interrupted(env: dict[str, str], dagster_home: Path) -> None:
+    """Keep the emulator and the image server up, and say how to point `dagster dev` at them."""
+    names = ("DAGSTER_HOME", "DATABASE_URL", "IMAGE_BASE_URL", "REPLICATE_BASE_URL", "REPLICATE_API_TOKEN")
+    print("The emulator and the sample images stay up until Ctrl-C. In another terminal:")
+    print("  " + " ".join(f"{name}={env[name]}" for name in names) + " .venv/bin/dagster dev -w workspace.yaml")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopped")
