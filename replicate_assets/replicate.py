@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import dataclasses
+import functools
 import math
 import random
 import re
