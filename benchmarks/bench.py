@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,7 @@ def run_pipeline(servers: Servers, images: int, days: int = 3, **client) -> dict
         raise RuntimeError(f"pipeline run failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["wall_seconds"] = time.monotonic() - started
+    shutil.rmtree(work, ignore_errors=True)  # a 100,000-image shop is over a gigabyte
     return result
 
 
@@ -343,7 +345,23 @@ def case_writes(scale: float, state: dict) -> list[dict]:
                 rate >= 5000,
             )
         )
+        drop(url)
     return rows
+
+
+def drop(url: str) -> None:
+    """Remove a benchmark database: each holds about 1.5 GB."""
+    from replicate_assets.catalogue import engine_for
+
+    parsed = sa.make_url(url)
+    engine_for(url).dispose()
+    if parsed.get_backend_name() == "sqlite":
+        shutil.rmtree(Path(parsed.database).parent, ignore_errors=True)
+        return
+    server = "postgres" if parsed.get_backend_name() == "postgresql" else "mysql"
+    admin = sa.create_engine(parsed.set(database=server), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {parsed.database}"))
 
 
 def write_targets() -> list[tuple[str, str]]:
