@@ -423,6 +423,8 @@ def upsert_rate(url: str, count: int) -> float:
 def case_backfill(scale: float, state: dict) -> list[dict]:
     import dagster as dg
 
+    from replicate_assets.cli import materialize_command
+
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     shop_url = f"sqlite:///{work / 'shop.db'}"
     with Servers() as s:
@@ -442,17 +444,7 @@ def case_backfill(scale: float, state: dict) -> list[dict]:
         }
         started = time.monotonic()
         out = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("dagster")),
-                "asset",
-                "materialize",
-                "-m",
-                "replicate_assets",
-                "--select",
-                "product_images+",
-                "--partition-range",
-                f"{first}...{last}",
-            ],
+            materialize_command(first, last),
             env=env,
             cwd=PROJECT,
             capture_output=True,
