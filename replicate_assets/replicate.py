@@ -115,7 +115,6 @@ class Stats:
     throttled: int = 0  # 429 answers
     transient_errors: int = 0
     possible_duplicate_creates: int = 0  # creates that timed out or failed in a way that may have started one
-    predict_seconds: float = 0.0
 
 
 class RateLimiter:
@@ -270,7 +269,6 @@ class ReplicateClient(dg.ConfigurableResource):
                 again = {o.url: o for o in self._predict(malformed, retried=True)}
                 outcomes = [again.get(o.url, o) for o in outcomes]
         billed = _predict_time(prediction)
-        self._stats.predict_seconds += billed
         outcomes[0].predict_time += billed  # a prediction is billed once, to its first image
         for outcome in outcomes:
             outcome.prediction_id = outcome.prediction_id or prediction_id
