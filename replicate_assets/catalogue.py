@@ -362,10 +362,19 @@ class Catalogue:
         """Indexed outcomes of the window whose product_embeddings row is missing or older: (from, where)."""
         o, i, e = self.outcomes, self.images, self.embeddings
         joined = o.join(i, i.c.id == o.c.product_image_id).outerjoin(e, e.c.product_image_id == o.c.product_image_id)
-        stale = sa.or_(
+        return joined, [
+            o.c.model == model,
+            o.c.status == INDEXED,
+            *self._in(window, i.c.created_at),
+            self._stale(model),
+        ]
+
+    def _stale(self, model: str) -> sa.ColumnElement:
+        """The outcome's embedding is not (or no longer) what product_embeddings holds for its image."""
+        o, e = self.outcomes, self.embeddings
+        return sa.or_(
             e.c.id.is_(None), e.c.model != model, e.c.updated_at < o.c.updated_at, e.c.image_url != o.c.image_url
         )
-        return joined, [o.c.model == model, o.c.status == INDEXED, *self._in(window, i.c.created_at), stale]
 
     def unpublished_embeddings(self, window: Window, model: str, page_size: int) -> Iterator[list[sa.Row]]:
         """Pages of the embeddings `publish_embeddings` would write, parsed: (product_image_id, embedding)."""
@@ -438,12 +447,11 @@ class Catalogue:
         joined = i.outerjoin(o, sa.and_(o.c.product_image_id == i.c.id, o.c.model == model)).outerjoin(
             e, e.c.product_image_id == i.c.id
         )
-        unpublished = sa.or_(e.c.id.is_(None), e.c.model != model, e.c.updated_at < o.c.updated_at)
         needs_work = sa.or_(
             sa.and_(o.c.status.is_(None), sa.or_(e.c.id.is_(None), e.c.model != model)),
             o.c.status == PENDING,
             sa.and_(o.c.status.is_not(None), self._instant(o.c.image_updated_at) != self._instant(i.c.updated_at)),
-            sa.and_(o.c.status == INDEXED, unpublished),
+            sa.and_(o.c.status == INDEXED, self._stale(model)),
         )
         days: set[dt.date] = set()
         with self.engine.connect() as conn:
