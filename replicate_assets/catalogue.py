@@ -57,7 +57,8 @@ def resolve_image_url(path: str | None, image_base_url: str | None) -> tuple[str
     if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive, i.e. a relative-looking path
         return None, f"invalid image path: {scheme}:// URLs cannot be fetched by Replicate, use http(s)"
     if not image_base_url:
-        return None, f"invalid image path: {path!r} is relative and IMAGE_BASE_URL is not set"
+        # The reason is stored and shown: a signed path's query string stays out of it.
+        return None, f"invalid image path: {urlsplit(path).path!r} is relative and IMAGE_BASE_URL is not set"
     return f"{image_base_url.rstrip('/')}/{path.lstrip('/')}", None
 
 

@@ -71,8 +71,6 @@ def migrate(_args: argparse.Namespace) -> int:
 
 
 def failed(args: argparse.Namespace) -> int:
-    from replicate_assets.assets import redact
-
     settings = Settings.from_env()
     rows = Catalogue.connect(settings.database_url).failed_images(limit=args.limit)
     if not rows:
@@ -81,7 +79,7 @@ def failed(args: argparse.Namespace) -> int:
         state = "will retry" if row.attempts < settings.max_attempts else "gave up"
         print(
             f"ProductImage #{row.product_image_id} (Product #{row.product_id}) {row.model}, "
-            f"{row.attempts} attempts, {state}: {redact(row.error or '')}"
+            f"{row.attempts} attempts, {state}: {row.error}"
         )
     return 0
 
