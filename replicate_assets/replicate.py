@@ -8,9 +8,7 @@ credit, unknown model), so the caller stops the run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import functools
 import math
 import random
 import re
@@ -201,7 +199,6 @@ class ReplicateClient(dg.ConfigurableResource):
         """
         spec = self.spec
         units = _batches(urls, self.batch_size) if spec.batched else ([u] for u in urls)
-        _limit_malloc_arenas()
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="replicate") as pool:
             running: set[Future] = set()
             units = iter(units)
@@ -392,14 +389,6 @@ class ReplicateClient(dg.ConfigurableResource):
             if failures >= self.max_request_attempts:
                 raise TransientError(f"{failure} (gave up after {failures} attempts)", status=failure.status)
             time.sleep(self.backoff_seconds * 2 ** (failures - 1) * random.uniform(0.5, 1.5))
-
-
-@functools.cache
-def _limit_malloc_arenas() -> None:
-    """Two malloc arenas, not one per thread: glibc keeps what each of the 16 request threads freed (JSON answers
-    of 768 floats), so peak memory grew with the run's length (BENCHMARKS.md, item 5). No-op off glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
 
 
 def _batches(urls: Iterable[str], size: int) -> Iterator[list[str]]:
