@@ -317,17 +317,19 @@ class Catalogue:
 
     def known_embeddings(self, model: str, urls: Iterable[str]) -> dict[str, sa.Row]:
         """Embeddings already paid for, by image URL: the newest indexed outcome of each URL for `model`."""
-        hashes = {url_hash(u): u for u in urls}
-        if not hashes:
+        wanted = set(urls)
+        if not wanted:
             return {}
         o = self.outcomes
-        query = sa.select(o.c.image_url, o.c.embedding, o.c.dimensions, o.c.updated_at).where(
-            o.c.model == model, o.c.status == INDEXED, o.c.url_hash.in_(list(hashes))
+        # Status is tested here, not in SQL: with it there, SQLite walks the (model, status) index over every
+        # indexed outcome for each page, quadratic in the catalogue's size (BENCHMARKS.md item 6).
+        query = sa.select(o.c.image_url, o.c.status, o.c.embedding, o.c.dimensions, o.c.updated_at).where(
+            o.c.model == model, o.c.url_hash.in_([url_hash(u) for u in wanted])
         )
         found: dict[str, sa.Row] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                if row.image_url in hashes.values():
+                if row.status == INDEXED and row.image_url in wanted:
                     best = found.get(row.image_url)
                     if best is None or row.updated_at > best.updated_at:
                         found[row.image_url] = row
