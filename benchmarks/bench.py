@@ -330,7 +330,8 @@ def case_memory(scale: float, state: dict) -> list[dict]:
         row(
             "memory",
             "one range run over 100,000 images (and one over 20,000), 30 days each",
-            f"peak RSS of the run process {big['peak_rss_mb']:.0f} MB (20,000 images: {small['peak_rss_mb']:.0f} MB)",
+            f"peak RSS of the run process {big['peak_rss_mb']:.0f} MB (20,000 images: {small['peak_rss_mb']:.0f} MB); "
+            f"{big['images_per_second']:.0f} images/s (20,000: {small['images_per_second']:.0f}/s)",
             "< 500 MB, about the same (within 25%)",
             ok,
         )
