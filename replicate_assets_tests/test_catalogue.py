@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import DAYS
 
-from replicate_assets.catalogue import Catalogue, CatalogueError, engine_for, resolve_image_url
+from replicate_assets.catalogue import Catalogue, CatalogueError, engine_for, resolve_image_url, url_hash
 from replicate_assets.settings import Settings, SettingsError
 
 
@@ -141,3 +141,54 @@ def test_laravel_timestamps_at_midnight_fall_in_their_own_day(shop_url, shop):
     day = catalogue.window_summary(Window(dt.datetime(2025, 2, 2), dt.datetime(2025, 2, 3)), "openai/clip")
     before = catalogue.window_summary(Window(dt.datetime(2025, 2, 1), dt.datetime(2025, 2, 2)), "openai/clip")
     assert (day["images"], before["images"]) == (1, 0)
+
+
+def test_known_embeddings_are_the_newest_indexed_outcome_of_each_url(shop_url, shop):
+    catalogue = Catalogue.connect(shop_url)
+    catalogue.migrate()
+    engine = engine_for(shop_url)
+    with engine.connect() as conn:
+        images = conn.execute(sa.text("SELECT id, product_id FROM product_images ORDER BY id LIMIT 5")).all()
+    old, new = dt.datetime(2025, 1, 15, 12), dt.datetime(2025, 1, 16, 12)
+    outcomes = [  # (image, model, url, status, updated_at, embedding)
+        (images[0], "openai/clip", "https://img/a.png", "indexed", old, [0.0, 1.0]),
+        (images[1], "openai/clip", "https://img/a.png", "indexed", new, [1.0, 0.0]),
+        (images[2], "openai/clip", "https://img/b.png", "pending", new, None),
+        (images[3], "openai/clip", "https://img/c.png", "failed", new, None),
+        (images[4], "krthr/clip-embeddings", "https://img/d.png", "indexed", new, [0.5, 0.5]),
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            catalogue.outcomes.insert(),
+            [
+                {
+                    "product_image_id": image.id,
+                    "product_id": image.product_id,
+                    "model": model,
+                    "image_url": url,
+                    "url_hash": url_hash(url),
+                    "status": status,
+                    "embedding": embedding,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+                for image, model, url, status, stamp, embedding in outcomes
+            ],
+        )
+    statements = []
+
+    def capture(_conn, _cursor, sql, params, *_):
+        statements.append((sql, params))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        known = catalogue.known_embeddings("openai/clip", {f"https://img/{name}.png" for name in "abcde"})
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert {url: row.embedding for url, row in known.items()} == {"https://img/a.png": [1.0, 0.0]}
+    if engine.dialect.name == "sqlite":
+        # Looked up through the URL index: a walk over every indexed outcome made each page cost the catalogue's size.
+        sql, params = next((sql, params) for sql, params in statements if "url_hash IN" in sql)
+        with engine.connect() as conn:
+            plan = " ".join(str(step) for step in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "ix_clip_embedding_outcomes_model_url" in plan, plan
