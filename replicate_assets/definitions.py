@@ -18,6 +18,9 @@ defs = dg.Definitions(
     assets=[product_images, clip_embeddings, embedding_table],
     asset_checks=[products_without_embeddings, embedding_dimensions, failed_images],
     sensors=[new_product_images_sensor, missing_embeddings_sensor],
+    # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of
+    # start-up per step and check (BENCHMARKS.md item 7).
+    executor=dg.in_process_executor,
     resources={
         "shop": ShopDatabase(url=SETTINGS.database_url, image_base_url=SETTINGS.image_base_url),
         "replicate": ReplicateClient.from_settings(SETTINGS, api_token=token),
