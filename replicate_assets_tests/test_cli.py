@@ -110,6 +110,10 @@ def test_dagster_asset_materialize_as_a_user_types_it(env, sample, sqlite_url):
         assert runs[0].tags["dagster/asset_partition_range_start"] == DAYS[1]
         partitions = instance.get_materialized_partitions(dg.AssetKey("embedding_table"))
         assert partitions == set(DAYS)
+        # The steps ran in the run's own process: a process per step only adds start-up time to a sequential chain.
+        events = [e.dagster_event.event_type_value for e in instance.all_logs(runs[0].run_id) if e.dagster_event]
+        assert events.count("STEP_SUCCESS") == 6, events  # three assets and three checks
+        assert "STEP_WORKER_STARTING" not in events
     assert TOKEN not in (PROJECT / "workspace.yaml").read_text()
 
 
