@@ -53,7 +53,7 @@ def test_kill_9_mid_run_then_rerun_embeds_each_image_once(env, sqlite_url, image
     while len(fresh_emulator.creates()) < 60 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)  # the run process and its step worker
+    os.killpg(process.pid, signal.SIGKILL)  # the CLI and the run, steps included (one process per run)
     process.wait(timeout=10)
     time.sleep(0.5)  # answers already on their way land in the emulator's log
     first_run = created(fresh_emulator)

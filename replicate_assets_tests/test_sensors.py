@@ -1,5 +1,6 @@
 """The two sensors, evaluated with build_sensor_context against a real shop database and instance."""
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from conftest import DAYS, TODAY, TOKEN, make_resources, materialize_chain
 from dagster._core.test_utils import create_run_for_test
 
+from replicate_assets import sensors
 from replicate_assets.catalogue import Catalogue, ShopDatabase, engine_for
 from replicate_assets.replicate import ReplicateClient
 from replicate_assets.sample_shop import build_sample_shop, png
@@ -85,8 +87,12 @@ def test_images_outside_the_partitions_are_not_requested(sqlite_url, shop):
 
 
 def test_missing_embeddings_sensor_finds_exactly_the_days_with_work(
-    sqlite_url, shop, image_server, fresh_emulator, tmp_path
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path, monkeypatch
 ):
+    # A retry delay of 60 s until the test says otherwise: with the tests' 1 s, a slow machine sees the dead URL's
+    # retry come due before the first checks.
+    quick = sensors.SETTINGS
+    monkeypatch.setattr(sensors, "SETTINGS", dataclasses.replace(quick, retry_delay_seconds=60))
     instance = dg.DagsterInstance.ephemeral()
     assert ranges(tick_missing(sqlite_url, instance, fresh_emulator)) == [(DAYS[0], DAYS[-1])]
     materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0], last=DAYS[-1])
@@ -102,6 +108,7 @@ def test_missing_embeddings_sensor_finds_exactly_the_days_with_work(
     assert ranges(result) == [("2024-06-01", "2024-06-01")]
 
     # The dead URL's retry becomes due (delay 1 s in tests, x 2^(attempts-1)).
+    monkeypatch.setattr(sensors, "SETTINGS", quick)
     time.sleep(2.1)
     dead_days = {d.isoformat() for d in catalogue.days_needing_work("openai/clip", 3, 1, dt.datetime(2100, 1, 1))}
     assert set(sum(ranges(tick_missing(sqlite_url, instance, fresh_emulator)), ())) == dead_days
