@@ -50,7 +50,12 @@ def _serve(pipe, latency, jitter, creates_per_minute, burst):
 
     images = ImageServer(SyntheticImages())
     emulator = Emulator(
-        latency=latency, jitter=jitter, creates_per_minute=creates_per_minute, burst=burst, token=TOKEN
+        latency=latency,
+        jitter=jitter,
+        creates_per_minute=creates_per_minute,
+        burst=burst,
+        token=TOKEN,
+        log_requests=False,  # nothing here reads it; a long case would hold every request
     ).start()
     pipe.send((emulator.base_url, images.base_url))
     pipe.recv()

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--latency", type=float, default=0.5, help="seconds per prediction (default 0.5)")
     emulator.add_argument("--creates-per-minute", type=float, default=600, help="create rate limit (0: none)")
     emulator.add_argument("--token", default=None, help="the only token accepted (default: any)")
+    emulator.add_argument(
+        "--retention", type=float, default=3600, help="seconds before predictions' data is removed (default 3600)"
+    )
     demo = commands.add_parser("demo", help="sample shop + emulator + one Dagster run over every partition")
     demo.add_argument("--products", type=int, default=240)
     demo.add_argument("--days", type=int, default=30)
@@ -133,7 +136,7 @@ def emulator(args: argparse.Namespace) -> int:
         print(f"  export REPLICATE_BASE_URL={emulator.base_url}")  # type: ignore[attr-defined]
         sys.stdout.flush()
 
-    serve(args.port, args.latency, args.creates_per_minute or None, args.token, on_ready=ready)
+    serve(args.port, args.latency, args.creates_per_minute or None, args.token, args.retention, on_ready=ready)
     return 0
 
 

@@ -32,7 +32,9 @@ def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float 
     log_file = workdir / DEFAULT_EMBEDDINGS_LOG
     engine = engine_for(sqlite_url(database))
     images = ImageServer()
-    with Emulator(latency=latency, jitter=latency, creates_per_minute=6000, burst=50, token=DEMO_TOKEN) as emulator:
+    with Emulator(
+        latency=latency, jitter=latency, creates_per_minute=6000, burst=50, token=DEMO_TOKEN, log_requests=False
+    ) as emulator:
         shop = build_sample_shop(engine, images, products=products, days=days)
         print(
             f"sample shop: {shop.products} products, {shop.images} images from {shop.first_day} to "

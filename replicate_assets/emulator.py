@@ -18,6 +18,8 @@ import secrets
 import socket
 import threading
 import time
+from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,6 +97,7 @@ class Prediction:
     predict_time: float | None = None
     fault: str | None = None
     sparse: bool = False
+    data_removed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def document(self, base_url: str) -> dict[str, Any]:
@@ -107,7 +110,7 @@ class Prediction:
             "input": self.input,
             "logs": "",
             "output": self.output,
-            "data_removed": False,
+            "data_removed": self.data_removed,
             "error": self.error,
             "status": self.status,
             "source": "api",
@@ -170,7 +173,10 @@ class Emulator:
     """Replicate's API on 127.0.0.1. Use as a context manager, or `start()` / `stop()`; `base_url` ends in /v1.
 
     latency: seconds each prediction runs (plus up to `jitter`); creates_per_minute: the create rate limit
-    (None: unlimited); token: the only token accepted (None: any non-empty token).
+    (None: unlimited); token: the only token accepted (None: any non-empty token); retention: seconds after which
+    a prediction's input and output are removed (`data_removed`), an hour as on Replicate. Removal also keeps a
+    long-running emulator's memory bounded; so does log_requests=False, which keeps no `requests` log (tests
+    read it to count creates per image).
     """
 
     def __init__(
@@ -185,8 +191,12 @@ class Emulator:
         token: str | None = None,
         predict_time: float = 0.0152,
         seed: int = 0,
+        retention: float = 3600.0,
+        log_requests: bool = True,
     ):
         self.latency, self.jitter, self.token, self.predict_time = latency, jitter, token, predict_time
+        self.retention, self.log_requests = retention, log_requests
+        self.unremoved: deque[Prediction] = deque()  # in creation order, the predictions still holding data
         self.limiter = TokenBucket(creates_per_minute, burst) if creates_per_minute else None
         self.predictions: dict[str, Prediction] = {}
         self.requests: list[dict[str, Any]] = []
@@ -298,12 +308,12 @@ class Emulator:
                 output = []
                 for line in dict.fromkeys(lines):
                     data = self._fetch(line) if URL_LINE.match(line) else line.encode()
-                    output.append({"input": line, "embedding": embedding_for(data)})
+                    output.append({"input": line, "embedding": array("d", embedding_for(data))})
                 prediction.output = output
             else:
                 image = prediction.input.get("image")
                 data = self._fetch(image) if image else prediction.input["text"].encode()
-                prediction.output = {"embedding": embedding_for(data)}
+                prediction.output = {"embedding": array("d", embedding_for(data))}  # 6 KB, not 25 as a list
             prediction.status = "succeeded"
         except (ValueError, requests.RequestException) as err:
             prediction.status, prediction.error = "failed", str(err)
@@ -323,13 +333,28 @@ class Emulator:
 
     def settle(self, prediction: Prediction) -> None:
         with prediction.lock:
+            now = time.monotonic()
             if prediction.fault == "stuck" and prediction.status not in ("canceled",):
                 prediction.status = "booting"  # a status no client knows
             elif prediction.status in ("starting", "processing"):
-                if time.monotonic() >= prediction.ready_at:
+                if now >= prediction.ready_at:
                     self._run(prediction)
                 elif prediction.status == "starting":
                     prediction.status, prediction.started_at = "processing", _now_iso()
+            if now >= prediction.ready_at + self.retention and prediction.status not in ("starting", "processing"):
+                prediction.input, prediction.output, prediction.data_removed = {}, None, True
+
+    def remove_expired_data(self) -> None:
+        """Remove the input and output of every finished prediction older than the retention."""
+        now = time.monotonic()
+        while True:
+            with self.lock:
+                if not self.unremoved or self.unremoved[0].ready_at + self.retention > now:
+                    return
+                prediction = self.unremoved.popleft()
+            if prediction.status in ("starting", "processing"):
+                continue  # never asked for again: `settle` runs it, and removes its data, if anyone does
+            self.settle(prediction)
 
     def create(
         self, model: str, version: str, payload: dict[str, Any], wait: float | None, faults: Faults = NO_FAULTS
@@ -349,12 +374,20 @@ class Emulator:
             fault=fault,
             sparse=sparse,
         )
+        self.remove_expired_data()
         with self.lock:
             self.predictions[prediction.id] = prediction
+            self.unremoved.append(prediction)
         if wait:
             time.sleep(max(0.0, min(wait, prediction.ready_at - time.monotonic())))
         self.settle(prediction)
         return prediction
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, array):  # an embedding, kept compact until it is answered
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _parse_wait(prefer: str | None) -> float | None:
@@ -418,8 +451,9 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             }
             status, body, headers = self._route(method, raw, entry)
             entry["status"] = status
-            with emulator.lock:
-                emulator.requests.append(entry)
+            if emulator.log_requests:
+                with emulator.lock:
+                    emulator.requests.append(entry)
             if status == RESET:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -427,7 +461,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             if isinstance(body, str):
                 data, content_type = body.encode(), "text/html"
             else:
-                data = json.dumps(body).encode()
+                data = json.dumps(body, default=_json_default).encode()
                 content_type = "application/problem+json" if status >= 400 else "application/json"
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -619,10 +653,18 @@ def serve(
     latency: float,
     creates_per_minute: float | None,
     token: str | None,
+    retention: float = 3600.0,
     on_ready: Callable[[Emulator], None] | None = None,
 ) -> None:
     """Run the emulator in the foreground until interrupted."""
-    emulator = Emulator(port=port, latency=latency, creates_per_minute=creates_per_minute, token=token)
+    emulator = Emulator(
+        port=port,
+        latency=latency,
+        creates_per_minute=creates_per_minute,
+        token=token,
+        retention=retention,
+        log_requests=False,
+    )
     if on_ready:
         on_ready(emulator)
     try:

@@ -102,7 +102,7 @@ def fresh_emulator(emulator: Emulator) -> Emulator:
         emulator.faults.clear()
         emulator.create_requests = emulator.max_in_flight = 0
         emulator.throttled_until = 0.0
-    emulator.latency = 0.0
+    emulator.latency, emulator.retention = 0.0, 3600.0
     return emulator
 
 

@@ -1,6 +1,7 @@
 """`replicate-assets` and `dagster asset materialize` as a user types them, in real subprocesses."""
 
 import subprocess
+import time
 
 import dagster as dg
 import pytest
@@ -58,14 +59,24 @@ def test_migrate_then_status_after_a_run(env, sample, sqlite_url, image_server, 
 
 
 def test_emulator_command_serves_the_api(tmp_path):
-    process = subprocess.Popen(
-        [str(BIN / "replicate-assets"), "emulator", "--port", "0", "--token", TOKEN], stdout=subprocess.PIPE, text=True
-    )
+    command = [str(BIN / "replicate-assets"), "emulator", "--port", "0", "--token", TOKEN, "--retention", "0.5"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
         line = process.stdout.readline()
         base_url = line.split("listening at ")[1].split()[0]
-        account = requests.get(f"{base_url}/account", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        account = requests.get(f"{base_url}/account", headers=auth, timeout=5)
         assert account.json()["username"] == "emulator"
+        prediction = requests.post(
+            f"{base_url}/models/openai/clip/predictions",
+            json={"input": {"text": "a red shoe"}},
+            headers={**auth, "Prefer": "wait"},
+            timeout=10,
+        ).json()
+        assert prediction["status"] == "succeeded" and len(prediction["output"]["embedding"]) == 768
+        time.sleep(0.6)
+        removed = requests.get(prediction["urls"]["get"], headers=auth, timeout=5).json()
+        assert removed["data_removed"] is True and removed["output"] is None
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -73,6 +73,31 @@ def test_slow_prediction_is_incomplete_then_polled(fresh_emulator, served):
     assert polled["output"]["embedding"] == embedding_for(png(1))
 
 
+def test_inputs_and_outputs_are_removed_after_the_retention_as_on_replicate(fresh_emulator, served):
+    fresh_emulator.retention = 0.5
+
+    def create(url: str) -> dict:
+        return requests.post(
+            f"{fresh_emulator.base_url}/models/openai/clip/predictions",
+            json={"input": {"image": url}},
+            headers={**AUTH, "Prefer": "wait"},
+            timeout=10,
+        ).json()
+
+    first = create(served[0])
+    assert first["output"]["embedding"] == embedding_for(png(1)) and first["data_removed"] is False
+    time.sleep(0.6)
+    second = create(served[1])
+    # The next create released the old output, though nobody asked for it again: memory stays bounded.
+    assert fresh_emulator.predictions[first["id"]].output is None
+    removed = requests.get(first["urls"]["get"], headers=AUTH, timeout=5).json()
+    assert removed["status"] == "succeeded" and removed["data_removed"] is True
+    assert removed["output"] is None and removed["input"] == {}
+    assert removed["metrics"]["predict_time"] > 0
+    kept = requests.get(second["urls"]["get"], headers=AUTH, timeout=5).json()
+    assert kept["output"]["embedding"] == embedding_for(png(2)) and kept["data_removed"] is False
+
+
 def test_cancel_stops_a_running_prediction(fresh_emulator, served):
     fresh_emulator.latency = 5
     prediction = requests.post(

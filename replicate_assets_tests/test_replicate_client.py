@@ -40,6 +40,13 @@ def test_polls_predictions_slower_than_the_sync_wait(fresh_emulator, urls):
     assert client.stats.creates == 3
 
 
+def test_an_output_removed_before_it_was_read_fails_the_image_and_says_why(fresh_emulator, urls):
+    fresh_emulator.latency, fresh_emulator.retention = 1.2, 0.0  # read after Replicate's hour, in effect
+    [outcome] = client_for(fresh_emulator, sync_wait_seconds=1).embed_images(urls[:1])
+    assert not outcome.ok and outcome.embedding is None
+    assert "its output was removed (data_removed)" in outcome.error
+
+
 def test_dead_url_fails_only_that_image(fresh_emulator, urls, image_server):
     dead = f"{image_server.base_url}/client/dead.png"
     outcomes = {o.url: o for o in client_for(fresh_emulator).embed_images([*urls[:3], dead])}
