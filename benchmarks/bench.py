@@ -45,8 +45,8 @@ class SyntheticImages:
 
 
 def _serve(pipe, latency, jitter, creates_per_minute, burst):
-    from replicate_assets.emulator import Emulator
-    from replicate_assets.sample_shop import ImageServer
+    from replicate_assets.testing.emulator import Emulator
+    from replicate_assets.testing.sample_shop import ImageServer
 
     images = ImageServer(SyntheticImages())
     emulator = Emulator(
@@ -88,8 +88,8 @@ class Servers:
 
 def build_shop(url: str, images: int, days: int) -> tuple[str, str]:
     """A shop with `images` images over `days` days from START, inserted in bulk; returns the partition range."""
-    from replicate_assets.catalogue import engine_for
-    from replicate_assets.sample_shop import create_shop_tables, shop_metadata
+    from replicate_assets.db import engine_for
+    from replicate_assets.testing.sample_shop import create_shop_tables, shop_metadata
 
     engine = engine_for(url)
     create_shop_tables(engine, reset=True)
@@ -151,15 +151,16 @@ def child_run(job: dict) -> None:
     """In the child: one real Dagster run of the chain (in-process executor, instance on SQLite)."""
     import dagster as dg
 
-    from replicate_assets import defs
-    from replicate_assets.catalogue import ShopDatabase
-    from replicate_assets.progress_log import ProgressLog
-    from replicate_assets.replicate import ReplicateClient
+    import replicate_assets
+    from replicate_assets.chain import CHAIN_KEYS
+    from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
 
-    assets = [defs.get_assets_def(k) for k in ("product_images", "clip_embeddings", "embedding_table")]
+    defs = replicate_assets.defs()
+    assets = [defs.get_assets_def(k) for k in CHAIN_KEYS]
     resources = {
         "shop": ShopDatabase(url=job["shop_url"], image_base_url=job["images_url"]),
-        "replicate": ReplicateClient(api_token=TOKEN, base_url=job["base_url"], **job["client"]),
+        "replicate": ReplicateResource(api_token=TOKEN, base_url=job["base_url"], **job["client"]),
+        "policy": EmbeddingPolicy(),
         "progress_log": ProgressLog(path=job["log"]),
     }
     with dg.DagsterInstance.from_config(job["home"]) as instance:
@@ -366,7 +367,7 @@ def case_writes(scale: float, state: dict) -> list[dict]:
 
 def drop(url: str) -> None:
     """Remove a benchmark database: each holds about 1.5 GB."""
-    from replicate_assets.catalogue import engine_for
+    from replicate_assets.db import engine_for
 
     parsed = sa.make_url(url)
     engine_for(url).dispose()
@@ -400,17 +401,17 @@ def write_targets() -> list[tuple[str, str]]:
 
 def upsert_rate(url: str, count: int) -> float:
     """Time embedding_table's write (publish_embeddings) of `count` indexed outcomes into product_embeddings."""
-    from replicate_assets.catalogue import Catalogue, Window, utcnow
+    from replicate_assets.db import EmbeddingStore, Window, connect, utcnow
 
     build_shop(url, count, 30)
-    catalogue = Catalogue.connect(url)
-    catalogue.migrate()
+    schema = connect(url)
+    schema.migrate()
     vector = json.loads(json.dumps([round((i % 97) / 97 - 0.5, 6) for i in range(768)]))
     now = utcnow()
-    with catalogue.engine.begin() as conn:
+    with schema.engine.begin() as conn:
         for start in range(1, count + 1, 5000):
             conn.execute(
-                catalogue.outcomes.insert(),
+                schema.outcomes.insert(),
                 [
                     {
                         "product_image_id": n,
@@ -429,7 +430,7 @@ def upsert_rate(url: str, count: int) -> float:
                 ],
             )
     started = time.monotonic()
-    written = sum(catalogue.publish_embeddings(Window(), "openai/clip", 1000))
+    written = sum(EmbeddingStore(schema).publish(Window(), "openai/clip", 1000))
     elapsed = time.monotonic() - started
     assert written == count, (written, count)
     return written / elapsed
@@ -438,7 +439,7 @@ def upsert_rate(url: str, count: int) -> float:
 def case_backfill(scale: float, state: dict) -> list[dict]:
     import dagster as dg
 
-    from replicate_assets.cli import materialize_command
+    from replicate_assets.chain import materialize_command
 
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     shop_url = f"sqlite:///{work / 'shop.db'}"

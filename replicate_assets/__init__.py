@@ -1,4 +1,7 @@
-"""replicate_assets: CLIP embeddings of a shop's product images, computed by Replicate, as Dagster assets."""
+"""replicate_assets: CLIP embeddings of a shop's product images, computed by Replicate, as Dagster assets.
+
+Importing the package reads no setting: Dagster builds the definitions by calling `defs()`.
+"""
 
 import warnings
 

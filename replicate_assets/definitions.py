@@ -1,29 +1,70 @@
-"""The code location: assets, checks, sensors and resources, configured from the environment (see README)."""
+"""The code location: assets, checks, sensors and resources, built from the settings when Dagster loads it.
+
+Nothing here runs at import. Dagster calls `defs()` (a `@dg.definitions` function) when it loads the code
+location; a bad setting then stops the load with one line naming the variable.
+"""
+
+from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
-from replicate_assets.assets import SETTINGS, clip_embeddings, embedding_table, product_images
-from replicate_assets.catalogue import ShopDatabase
-from replicate_assets.checks import embedding_dimensions, failed_images, products_without_embeddings
-from replicate_assets.progress_log import ProgressLog
-from replicate_assets.replicate import ReplicateClient
-from replicate_assets.sensors import missing_embeddings_sensor, new_product_images_sensor
+from replicate_assets.defs.embeddings.assets import build_assets
+from replicate_assets.defs.embeddings.checks import CHECKS
+from replicate_assets.defs.embeddings.sensors import build_sensors
+from replicate_assets.defs.partitions import daily_partitions
+from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
+from replicate_assets.settings import Settings
 
-# The token stays an EnvVar: Dagster resolves it in the run worker and never shows its value.
-token = dg.EnvVar("REPLICATE_API_TOKEN") if os.environ.get("REPLICATE_API_TOKEN") else None
 
-defs = dg.Definitions(
-    assets=[product_images, clip_embeddings, embedding_table],
-    asset_checks=[products_without_embeddings, embedding_dimensions, failed_images],
-    sensors=[new_product_images_sensor, missing_embeddings_sensor],
-    # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of
-    # start-up per step and check (BENCHMARKS.md item 7).
-    executor=dg.in_process_executor,
-    resources={
-        "shop": ShopDatabase(url=SETTINGS.database_url, image_base_url=SETTINGS.image_base_url),
-        "replicate": ReplicateClient.from_settings(SETTINGS, api_token=token),
-        "progress_log": ProgressLog(path=SETTINGS.embeddings_log),
-    },
-)
+def secret(name: str, environ: Mapping[str, str], default: Any = None) -> Any:
+    """A secret setting as a `dg.EnvVar` (resolved in the run worker, shown by name in the UI), or `default`."""
+    return dg.EnvVar(name) if environ.get(name, "").strip() else default
+
+
+def resources_for(settings: Settings, environ: Mapping[str, str] = os.environ) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "shop": ShopDatabase(
+            url=secret("DATABASE_URL", environ, settings.database_url),
+            image_base_url=settings.image_base_url,
+            path_column=settings.image_path_column,
+            created_at_column=settings.image_created_at_column,
+            updated_at_column=settings.image_updated_at_column,
+        ),
+        "replicate": ReplicateResource(
+            api_token=secret("REPLICATE_API_TOKEN", environ),
+            base_url=settings.replicate_base_url,
+            model=settings.replicate_model,
+            max_in_flight=settings.max_in_flight,
+            max_predictions_per_minute=settings.max_predictions_per_minute,
+            batch_size=settings.batch_size,
+            prediction_timeout_seconds=settings.prediction_timeout_seconds,
+        ),
+        "policy": EmbeddingPolicy(
+            chunk_size=settings.chunk_size,
+            max_attempts=settings.max_attempts,
+            retry_delay_seconds=settings.retry_delay_seconds,
+        ),
+        "progress_log": ProgressLog(path=settings.embeddings_log),
+    }
+
+
+def build_definitions(settings: Settings, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
+    partitions = daily_partitions(settings.start_date)
+    return dg.Definitions(
+        assets=build_assets(partitions, settings.retry_delay_seconds),
+        asset_checks=CHECKS,
+        sensors=build_sensors(partitions),
+        # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of
+        # start-up per step and check (BENCHMARKS.md item 7).
+        executor=dg.in_process_executor,
+        resources=resources_for(settings, environ),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

@@ -1,18 +1,25 @@
-"""Configuration read from environment variables: one place, validated, with the README's defaults."""
+"""Configuration from environment variables: one place, validated, with the README's defaults.
+
+Nothing reads the environment at import: `Settings.from_env()` runs when the definitions are built or a command
+starts, and a bad value raises SettingsError with one line that names the variable and the fix (never a secret).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DEFAULT_BASE_URL = "https://api.replicate.com/v1"
-DEFAULT_MODEL = "openai/clip"
+from replicate_assets.replicate import ClientOptions
+
+CLIENT = ClientOptions()
 DEFAULT_DATABASE_URL = "sqlite:///data/shop.db"
 DEFAULT_START_DATE = "2024-01-01"
 DEFAULT_EMBEDDINGS_LOG = "logs/replicate_embeddings.log"
+COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class SettingsError(ValueError):
@@ -23,17 +30,20 @@ class SettingsError(ValueError):
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     image_base_url: str | None = None
-    replicate_base_url: str = DEFAULT_BASE_URL
-    replicate_model: str = DEFAULT_MODEL
+    replicate_base_url: str = CLIENT.base_url
+    replicate_model: str = CLIENT.model
     start_date: str = DEFAULT_START_DATE
     embeddings_log: str = DEFAULT_EMBEDDINGS_LOG
     chunk_size: int = 50
     max_attempts: int = 3
     retry_delay_seconds: float = 60.0
-    max_predictions_per_minute: int = 600
-    max_in_flight: int = 16
-    batch_size: int = 50
-    prediction_timeout_seconds: float = 120.0
+    max_predictions_per_minute: int = CLIENT.max_predictions_per_minute
+    max_in_flight: int = CLIENT.max_in_flight
+    batch_size: int = CLIENT.batch_size
+    prediction_timeout_seconds: float = CLIENT.prediction_timeout_seconds
+    image_path_column: str = "path"
+    image_created_at_column: str = "created_at"
+    image_updated_at_column: str = "updated_at"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -46,36 +56,81 @@ class Settings:
         settings = cls(
             database_url=get("DATABASE_URL", DEFAULT_DATABASE_URL),
             image_base_url=get("IMAGE_BASE_URL", None),
-            replicate_base_url=get("REPLICATE_BASE_URL", DEFAULT_BASE_URL).rstrip("/"),
-            replicate_model=get("REPLICATE_MODEL", DEFAULT_MODEL),
+            replicate_base_url=get("REPLICATE_BASE_URL", CLIENT.base_url).rstrip("/"),
+            replicate_model=get("REPLICATE_MODEL", CLIENT.model),
             start_date=get("PRODUCT_IMAGES_START_DATE", DEFAULT_START_DATE),
             embeddings_log=get("REPLICATE_EMBEDDINGS_LOG", DEFAULT_EMBEDDINGS_LOG),
             chunk_size=_positive_int(environ, "REPLICATE_CHUNK_SIZE", 50),
             max_attempts=_positive_int(environ, "REPLICATE_MAX_ATTEMPTS", 3),
             retry_delay_seconds=float(_positive_int(environ, "REPLICATE_RETRY_DELAY_SECONDS", 60)),
-            max_predictions_per_minute=_positive_int(environ, "REPLICATE_MAX_PREDICTIONS_PER_MINUTE", 600),
-            max_in_flight=_positive_int(environ, "REPLICATE_MAX_IN_FLIGHT", 16),
-            batch_size=_positive_int(environ, "REPLICATE_BATCH_SIZE", 50),
-            prediction_timeout_seconds=float(_positive_int(environ, "REPLICATE_PREDICTION_TIMEOUT", 120)),
+            max_predictions_per_minute=_positive_int(
+                environ, "REPLICATE_MAX_PREDICTIONS_PER_MINUTE", CLIENT.max_predictions_per_minute
+            ),
+            max_in_flight=_positive_int(environ, "REPLICATE_MAX_IN_FLIGHT", CLIENT.max_in_flight),
+            batch_size=_positive_int(environ, "REPLICATE_BATCH_SIZE", CLIENT.batch_size),
+            prediction_timeout_seconds=float(
+                _positive_int(environ, "REPLICATE_PREDICTION_TIMEOUT", int(CLIENT.prediction_timeout_seconds))
+            ),
+            image_path_column=get("SHOP_IMAGE_PATH_COLUMN", "path"),
+            image_created_at_column=get("SHOP_IMAGE_CREATED_AT_COLUMN", "created_at"),
+            image_updated_at_column=get("SHOP_IMAGE_UPDATED_AT_COLUMN", "updated_at"),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
         try:
-            dt.date.fromisoformat(self.start_date)
+            start = dt.date.fromisoformat(self.start_date)
         except ValueError:
             raise SettingsError(
                 f"PRODUCT_IMAGES_START_DATE={self.start_date!r} is not a date: use YYYY-MM-DD, e.g. 2024-01-01"
             ) from None
-        for name, url in (("REPLICATE_BASE_URL", self.replicate_base_url), ("IMAGE_BASE_URL", self.image_base_url)):
-            if url is not None and urlsplit(url).scheme not in ("http", "https"):
-                raise SettingsError(f"{name}={url!r} is not an http(s) URL: set it to e.g. https://host/path")
-        if "://" not in self.database_url:
+        if start > dt.datetime.now(dt.timezone.utc).date():
             raise SettingsError(
-                f"DATABASE_URL={self.database_url!r} is not a SQLAlchemy URL: use e.g. "
-                "mysql+pymysql://user:pass@host/shop, postgresql+psycopg2://user@host/shop or sqlite:///shop.db"
+                f"PRODUCT_IMAGES_START_DATE={self.start_date} is in the future: no day could be embedded; use the "
+                "day of the shop's first image"
             )
+        for name, url in (("REPLICATE_BASE_URL", self.replicate_base_url), ("IMAGE_BASE_URL", self.image_base_url)):
+            if url is None:
+                continue
+            parts = urlsplit(url)
+            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+                raise SettingsError(f"{name}={_plain(url)!r} is not an http(s) URL: set it to e.g. https://host/path")
+            try:
+                parts.port  # noqa: B018 - raises for a port that is not a number
+            except ValueError:
+                raise SettingsError(f"{name}={_plain(url)!r} has a port that is not a number") from None
+        _check_database_url(self.database_url)
+        for name, value in (
+            ("SHOP_IMAGE_PATH_COLUMN", self.image_path_column),
+            ("SHOP_IMAGE_CREATED_AT_COLUMN", self.image_created_at_column),
+            ("SHOP_IMAGE_UPDATED_AT_COLUMN", self.image_updated_at_column),
+        ):
+            if not COLUMN_NAME.fullmatch(value):
+                raise SettingsError(f"{name}={value!r} is not a column name: letters, digits and _ only")
+
+
+def _plain(url: str) -> str:
+    """A URL without userinfo or query, for messages."""
+    from replicate_assets.urls import shown
+
+    return shown(url)
+
+
+def _check_database_url(url: str) -> None:
+    from replicate_assets.db import masked
+
+    example = "use e.g. mysql+pymysql://user:pass@host/shop, postgresql+psycopg2://user@host/shop or sqlite:///shop.db"
+    if "://" not in url:
+        raise SettingsError(f"DATABASE_URL is not a SQLAlchemy URL ({len(url)} characters, no scheme): {example}")
+    scheme = url.split("://", 1)[0].lower()
+    known = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+    if scheme.split("+")[0] not in known:
+        raise SettingsError(f"DATABASE_URL uses {scheme}://, which is not supported: {example}")
+    if masked(url) == "(not a database URL)":
+        raise SettingsError(
+            f"DATABASE_URL could not be read as a database URL (a port that is not a number?): {example}"
+        )
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

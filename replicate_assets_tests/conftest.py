@@ -22,12 +22,13 @@ import sqlalchemy as sa
 # Read when replicate_assets loads: step retries after 1 s (not 60) keep the retry tests short.
 os.environ["REPLICATE_RETRY_DELAY_SECONDS"] = "1"
 
-from replicate_assets import catalogue as catalogue_module
-from replicate_assets.catalogue import ShopDatabase, engine_for
-from replicate_assets.emulator import Emulator
-from replicate_assets.progress_log import ProgressLog
-from replicate_assets.replicate import ReplicateClient
-from replicate_assets.sample_shop import ImageServer, SampleShop, build_sample_shop
+from replicate_assets.chain import CHAIN_KEYS
+from replicate_assets.db import engine_for
+from replicate_assets.db import schema as schema_module
+from replicate_assets.defs.embeddings.sensors import range_tags
+from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
+from replicate_assets.testing.emulator import Emulator
+from replicate_assets.testing.sample_shop import ImageServer, SampleShop, build_sample_shop
 
 TOKEN = "r8_test_token_0123456789"
 TODAY = dt.date(2025, 1, 17)  # the sample shop's images fall on 2025-01-15, -16 and -17
@@ -72,10 +73,10 @@ def drop_server_database(url: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_catalogue_cache() -> Iterator[None]:
-    catalogue_module._catalogue.cache_clear()
+def _fresh_schema_cache() -> Iterator[None]:
+    schema_module._connect.cache_clear()
     yield
-    catalogue_module._catalogue.cache_clear()
+    schema_module._connect.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +100,9 @@ def fresh_emulator(emulator: Emulator) -> Emulator:
         time.sleep(0.05)
     with emulator.lock:
         emulator.requests.clear()
+        emulator.predictions.clear()  # a fresh account: nothing earlier tests created can be listed or taken over
+        emulator.ordered.clear()
+        emulator.unremoved.clear()
         emulator.faults.clear()
         emulator.create_requests = emulator.max_in_flight = 0
         emulator.throttled_until = 0.0
@@ -138,18 +142,24 @@ def resources(shop_url: str, image_server: ImageServer, fresh_emulator: Emulator
     return make_resources(shop_url, image_server, fresh_emulator, tmp_path)
 
 
-def make_resources(shop_url: str, image_server: ImageServer, emulator: Emulator, tmp_path: Path, **client) -> dict:
+def make_resources(
+    shop_url: str, image_server: ImageServer, emulator: Emulator, tmp_path: Path, policy: dict | None = None, **client
+) -> dict:
     client.setdefault("max_predictions_per_minute", 60_000)  # tests of the limiter set their own
     client.setdefault("backoff_seconds", 0.05)
     return {
         "shop": ShopDatabase(url=shop_url, image_base_url=image_server.base_url),
-        "replicate": ReplicateClient(api_token=TOKEN, base_url=emulator.base_url, **client),
+        "replicate": ReplicateResource(api_token=TOKEN, base_url=emulator.base_url, **client),
+        "policy": EmbeddingPolicy(**{"retry_delay_seconds": 1, **(policy or {})}),
         "progress_log": ProgressLog(path=str(tmp_path / "logs" / "replicate_embeddings.log")),
     }
 
 
-def range_tags(first: str, last: str) -> dict[str, str]:
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+def definitions() -> dg.Definitions:
+    """The code location as Dagster loads it (settings from this process's environment)."""
+    import replicate_assets
+
+    return replicate_assets.defs()
 
 
 def materialize_chain(
@@ -162,10 +172,9 @@ def materialize_chain(
     selection: list | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize the three assets and the check through a real in-process Dagster run."""
-    from replicate_assets import defs
-
-    assets = [defs.get_assets_def(key) for key in ("product_images", "clip_embeddings", "embedding_table")]
+    """Materialize the three assets and the checks through a real in-process Dagster run."""
+    defs = definitions()
+    assets = [defs.get_assets_def(key) for key in CHAIN_KEYS]
     checks = list(defs.asset_checks or [])
     tags = range_tags(first, last) if first else None
     return dg.materialize(

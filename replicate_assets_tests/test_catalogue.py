@@ -7,14 +7,15 @@ import pytest
 import sqlalchemy as sa
 from conftest import DAYS
 
-from replicate_assets.catalogue import Catalogue, CatalogueError, engine_for, resolve_image_url, url_hash
+from replicate_assets.db import CatalogueError, OutcomeStore, Reports, Window, connect, engine_for
 from replicate_assets.settings import Settings, SettingsError
+from replicate_assets.urls import resolve_image_url, url_hash
 
 
 def test_migrate_is_idempotent_and_makes_the_laravel_shape(shop_url, shop):
-    catalogue = Catalogue.connect(shop_url)
-    assert sorted(catalogue.migrate()) == ["clip_embedding_outcomes", "product_embeddings"]
-    assert Catalogue.connect(shop_url).migrate() == []
+    schema = connect(shop_url)
+    assert sorted(schema.migrate()) == ["clip_embedding_outcomes", "product_embeddings"]
+    assert connect(shop_url).migrate() == []
     inspector = sa.inspect(engine_for(shop_url))
     columns = {c["name"] for c in inspector.get_columns("product_embeddings")}
     assert {
@@ -39,13 +40,13 @@ def test_migrate_is_idempotent_and_makes_the_laravel_shape(shop_url, shop):
 
 
 def test_embeddings_are_plain_json_and_cascade_with_the_product(shop_url, shop):
-    catalogue = Catalogue.connect(shop_url)
-    catalogue.migrate()
+    schema = connect(shop_url)
+    schema.migrate()
     now = dt.datetime(2025, 1, 15, 12, 0, 0)
     vector = [0.5, -0.25] * 384
     with engine_for(shop_url).begin() as conn:
         conn.execute(
-            catalogue.embeddings.insert(),
+            schema.embeddings.insert(),
             [
                 {
                     "product_id": 1,
@@ -70,16 +71,14 @@ def test_embeddings_are_plain_json_and_cascade_with_the_product(shop_url, shop):
 def test_a_database_without_the_shop_tables_is_named(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(CatalogueError, match="has no table products.*point DATABASE_URL"):
-        Catalogue.connect(url)
+        connect(url)
 
 
 def test_window_summary_counts(shop_url, shop):
-    catalogue = Catalogue.connect(shop_url)
-    from replicate_assets.catalogue import Window
-
-    whole = catalogue.window_summary(Window(), "openai/clip")
+    reports = Reports(connect(shop_url))
+    whole = reports.window_summary(Window(), "openai/clip")
     assert whole["images"] == shop.images
-    day = catalogue.window_summary(
+    day = reports.window_summary(
         Window(dt.datetime.fromisoformat(DAYS[0]), dt.datetime.fromisoformat(DAYS[1])), "openai/clip"
     )
     assert 0 < day["images"] < shop.images
@@ -96,6 +95,11 @@ def test_window_summary_counts(shop_url, shop):
         ("", "https://x", None, "empty"),
         (None, "https://x", None, "null"),
         ("ftp://x/a.jpg", "https://x", None, "ftp:// URLs cannot be fetched"),
+        ("HTTP://CDN.Shop.example/A.jpg?X=1", None, "http://cdn.shop.example/A.jpg?X=1", None),
+        ("//cdn.shop.example/a.jpg", None, "https://cdn.shop.example/a.jpg", None),
+        ("//cdn.shop.example/a.jpg", "http://shop.example", "http://cdn.shop.example/a.jpg", None),
+        ("products/1/a.jpg\nhttps://evil.example/b.jpg", "https://x", None, "control character"),
+        ("products/1/a\tb.jpg", "https://x", None, "control character"),
     ],
 )
 def test_resolve_image_url(path, base, url, reason):
@@ -110,6 +114,11 @@ def test_resolve_image_url(path, base, url, reason):
         ("PRODUCT_IMAGES_START_DATE", "15/01/2025", "use YYYY-MM-DD"),
         ("REPLICATE_BASE_URL", "api.replicate.com", "not an http(s) URL"),
         ("DATABASE_URL", "shop.db", "not a SQLAlchemy URL"),
+        ("DATABASE_URL", "oracle://scott:tiger@db/shop", "is not supported"),
+        ("REPLICATE_BASE_URL", "http://localhost:eighty/v1", "port that is not a number"),
+        ("IMAGE_BASE_URL", "ftp://files.example/storage", "not an http(s) URL"),
+        ("PRODUCT_IMAGES_START_DATE", "2999-01-01", "is in the future"),
+        ("SHOP_IMAGE_PATH_COLUMN", "path; drop table x", "not a column name"),
         ("REPLICATE_CHUNK_SIZE", "0", "must be a positive whole number"),
     ],
 )
@@ -128,8 +137,6 @@ def test_default_settings():
 
 
 def test_laravel_timestamps_at_midnight_fall_in_their_own_day(shop_url, shop):
-    from replicate_assets.catalogue import Window
-
     with engine_for(shop_url).begin() as conn:  # written the way Laravel writes them: no fractional seconds
         conn.execute(
             sa.text(
@@ -137,15 +144,15 @@ def test_laravel_timestamps_at_midnight_fall_in_their_own_day(shop_url, shop):
                 "(5000, 1, 'x.png', '2025-02-02 00:00:00', '2025-02-02 00:00:00')"
             )
         )
-    catalogue = Catalogue.connect(shop_url)
-    day = catalogue.window_summary(Window(dt.datetime(2025, 2, 2), dt.datetime(2025, 2, 3)), "openai/clip")
-    before = catalogue.window_summary(Window(dt.datetime(2025, 2, 1), dt.datetime(2025, 2, 2)), "openai/clip")
+    reports = Reports(connect(shop_url))
+    day = reports.window_summary(Window(dt.datetime(2025, 2, 2), dt.datetime(2025, 2, 3)), "openai/clip")
+    before = reports.window_summary(Window(dt.datetime(2025, 2, 1), dt.datetime(2025, 2, 2)), "openai/clip")
     assert (day["images"], before["images"]) == (1, 0)
 
 
 def test_known_embeddings_are_the_newest_indexed_outcome_of_each_url(shop_url, shop):
-    catalogue = Catalogue.connect(shop_url)
-    catalogue.migrate()
+    schema = connect(shop_url)
+    schema.migrate()
     engine = engine_for(shop_url)
     with engine.connect() as conn:
         images = conn.execute(sa.text("SELECT id, product_id FROM product_images ORDER BY id LIMIT 5")).all()
@@ -159,7 +166,7 @@ def test_known_embeddings_are_the_newest_indexed_outcome_of_each_url(shop_url, s
     ]
     with engine.begin() as conn:
         conn.execute(
-            catalogue.outcomes.insert(),
+            schema.outcomes.insert(),
             [
                 {
                     "product_image_id": image.id,
@@ -182,7 +189,7 @@ def test_known_embeddings_are_the_newest_indexed_outcome_of_each_url(shop_url, s
 
     sa.event.listen(engine, "before_cursor_execute", capture)
     try:
-        known = catalogue.known_embeddings("openai/clip", {f"https://img/{name}.png" for name in "abcde"})
+        known = OutcomeStore(schema).known_embeddings("openai/clip", {f"https://img/{name}.png" for name in "abcde"})
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)
     assert {url: row.embedding for url, row in known.items()} == {"https://img/a.png": [1.0, 0.0]}

@@ -4,10 +4,10 @@ import datetime as dt
 import json
 
 import sqlalchemy as sa
-from conftest import DAYS, TODAY, make_resources, materialize_chain
+from conftest import DAYS, TODAY, definitions, make_resources, materialize_chain
 
-from replicate_assets.catalogue import engine_for
-from replicate_assets.sample_shop import build_sample_shop
+from replicate_assets.db import engine_for
+from replicate_assets.testing.sample_shop import build_sample_shop
 
 
 def evaluation(result, name):
@@ -18,8 +18,7 @@ def evaluation(result, name):
 def test_embedding_dimensions_blocks_garbage_from_product_embeddings(
     sqlite_url, image_server, fresh_emulator, tmp_path
 ):
-    from replicate_assets import defs
-
+    defs = definitions()
     build_sample_shop(engine_for(sqlite_url), image_server, products=20, days=3, today=TODAY)
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
     product_images = defs.get_assets_def("product_images")

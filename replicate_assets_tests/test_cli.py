@@ -9,8 +9,9 @@ import requests
 import sqlalchemy as sa
 from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run
 
-from replicate_assets.catalogue import engine_for
-from replicate_assets.sample_shop import build_sample_shop
+from replicate_assets.chain import SELECTION
+from replicate_assets.db import engine_for
+from replicate_assets.testing.sample_shop import build_sample_shop
 
 
 @pytest.fixture
@@ -100,10 +101,10 @@ def test_dagster_asset_materialize_as_a_user_types_it(env, sample, sqlite_url):
     assert alone.returncode != 0
     output = alone.stdout + alone.stderr
     assert "product_images has not been materialized" in output
-    assert f"--select 'product_images+' --partition {DAYS[0]}" in output
+    assert f"--select product_images,clip_embeddings,embedding_table --partition {DAYS[0]}" in output
 
     # 2. The chain for one day.
-    day = run([*materialize, "--select", "product_images+", "--partition", DAYS[0]], env)
+    day = run([*materialize, "--select", SELECTION, "--partition", DAYS[0]], env)
     assert day.returncode == 0, day.stdout[-3000:] + day.stderr[-3000:]
     assert embedded_images(sqlite_url) == images_on(sqlite_url, DAYS[:1]) - set(sample.broken)
 
@@ -112,7 +113,7 @@ def test_dagster_asset_materialize_as_a_user_types_it(env, sample, sqlite_url):
     assert again.returncode == 0, again.stderr[-3000:]
 
     # 4. A range: one run covers both remaining days.
-    ranged = run([*materialize, "--select", "product_images+", "--partition-range", f"{DAYS[1]}...{DAYS[2]}"], env)
+    ranged = run([*materialize, "--select", SELECTION, "--partition-range", f"{DAYS[1]}...{DAYS[2]}"], env)
     assert ranged.returncode == 0, ranged.stderr[-3000:]
     assert embedded_images(sqlite_url) == images_on(sqlite_url, DAYS) - set(sample.broken)
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
@@ -136,7 +137,7 @@ def test_failed_lists_reasons_and_retry_failed_reruns_their_days(
     assert listed.returncode == 0
     for image_id, why in sample.broken.items():
         line = next(line for line in listed.stdout.splitlines() if line.startswith(f"ProductImage #{image_id} "))
-        assert ("1 attempts, will retry" if "404" in why else "3 attempts, gave up") in line
+        assert ("1 attempt, will retry" if "404" in why else "never sent (fix the row") in line
     assert "s3cr3t" not in listed.stdout
 
     # The dead URL comes back: retry-failed --run embeds it through a real Dagster run.
@@ -144,6 +145,6 @@ def test_failed_lists_reasons_and_retry_failed_reruns_their_days(
     image_server.images["products/5/missing.png"] = b"now it exists"
     retried = run(["replicate-assets", "retry-failed", "--run"], env)
     assert retried.returncode == 0, retried.stderr[-2000:]
-    assert "--partition-range" in retried.stdout
+    assert "dagster asset materialize" in retried.stdout
     assert dead in embedded_images(sqlite_url)
     del image_server.images["products/5/missing.png"]

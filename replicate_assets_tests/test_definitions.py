@@ -4,21 +4,21 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from conftest import definitions
 
-import replicate_assets
-from replicate_assets.partitions import daily_partitions
+from replicate_assets.chain import CHAIN_KEYS
 
 
 def test_definitions_load_with_the_three_assets_in_order():
-    defs = replicate_assets.defs
+    defs = definitions()
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"product_images", "clip_embeddings", "embedding_table"}
+    assert keys == set(CHAIN_KEYS)
     assert graph.get(dg.AssetKey("clip_embeddings")).parent_keys == {dg.AssetKey("product_images")}
     assert dg.AssetKey("clip_embeddings") in graph.get(dg.AssetKey("embedding_table")).parent_keys
     for name in keys:
         assets_def = defs.get_assets_def(name)
-        assert assets_def.partitions_def == daily_partitions
+        assert assets_def.partitions_def.get_first_partition_key() == "2024-01-01"
         assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
     clip = defs.get_assets_def("clip_embeddings")
     policy = clip.op.retry_policy
@@ -28,17 +28,13 @@ def test_definitions_load_with_the_three_assets_in_order():
     assert clip.op.pool == "replicate_api"
 
 
-def test_the_check_and_resources():
-    defs = replicate_assets.defs
+def test_the_checks_sensors_and_resources():
+    defs = definitions()
     names = {key.name for checks in defs.asset_checks for key in checks.check_keys}
     assert names == {"products_without_embeddings", "embedding_dimensions", "failed_images"}
     assert {s.name for s in defs.sensors} == {"new_product_images_sensor", "missing_embeddings_sensor"}
     assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)
-    assert set(defs.resources) == {"shop", "replicate", "progress_log"}
-
-
-def test_partitions_are_daily_from_the_start_date():
-    assert daily_partitions.get_first_partition_key() == "2024-01-01"
+    assert set(defs.resources) == {"shop", "replicate", "policy", "progress_log"}
 
 
 def test_workspace_loads_the_module():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from replicate_assets.catalogue import engine_for
+from replicate_assets.db import engine_for
 
 
 def test_demo_embeds_every_product_with_a_good_image(tmp_path):

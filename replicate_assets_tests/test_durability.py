@@ -10,9 +10,10 @@ import uuid
 import sqlalchemy as sa
 from conftest import BIN, DAYS, PROJECT, TODAY, run
 
-from replicate_assets.catalogue import engine_for
-from replicate_assets.emulator import Faults, embedding_for
-from replicate_assets.sample_shop import build_sample_shop
+from replicate_assets.chain import SELECTION
+from replicate_assets.db import engine_for
+from replicate_assets.testing.emulator import Faults, embedding_for
+from replicate_assets.testing.sample_shop import build_sample_shop
 
 MATERIALIZE = [
     "dagster",
@@ -21,7 +22,7 @@ MATERIALIZE = [
     "-m",
     "replicate_assets",
     "--select",
-    "product_images+",
+    SELECTION,
     "--partition-range",
     f"{DAYS[0]}...{DAYS[-1]}",
 ]

@@ -6,9 +6,9 @@ import pytest
 import requests
 from conftest import TOKEN
 
-from replicate_assets.emulator import Emulator, embedding_for
 from replicate_assets.replicate import MODELS
-from replicate_assets.sample_shop import png
+from replicate_assets.testing.emulator import Emulator, embedding_for
+from replicate_assets.testing.sample_shop import png
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -6,11 +6,11 @@ import re
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, TOKEN, make_resources, materialize_chain
+from conftest import DAYS, TOKEN, definitions, make_resources, materialize_chain
 
-from replicate_assets.catalogue import Catalogue, engine_for
-from replicate_assets.emulator import embedding_for
-from replicate_assets.replicate import ReplicateClient
+from replicate_assets.db import Reports, connect, engine_for
+from replicate_assets.defs.resources import ReplicateResource
+from replicate_assets.testing.emulator import embedding_for
 
 
 def check_evaluation(result, name):
@@ -61,7 +61,7 @@ def test_range_run_embeds_every_good_image_exactly(shop_url, shop, resources, im
         assert stored[row.id].model == "openai/clip"
         assert stored[row.id].dimensions == 768
 
-    failed = {row.product_image_id: row.error for row in Catalogue.connect(shop_url).failed_images()}
+    failed = {row.product_image_id: row.error for row in Reports(connect(shop_url)).failed_images()}
     assert set(failed) == set(shop.broken)
     assert all(reason for reason in failed.values())
     # The same URL under three images is paid for once.
@@ -94,7 +94,7 @@ def test_metadata_counts_the_window(shop_url, shop, resources):
 
 
 def test_rerun_pays_nothing_twice_and_duplicates_nothing(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
 
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=dt.date(2025, 1, 17))
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
@@ -115,7 +115,7 @@ def test_rerun_pays_nothing_twice_and_duplicates_nothing(sqlite_url, image_serve
 
 
 def test_single_partition_touches_only_its_day(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
 
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=dt.date(2025, 1, 17))
     result = materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), partition=DAYS[1])
@@ -127,7 +127,7 @@ def test_single_partition_touches_only_its_day(sqlite_url, image_server, fresh_e
 
 
 def test_changed_image_is_embedded_again_in_place(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets.sample_shop import build_sample_shop, png
+    from replicate_assets.testing.sample_shop import build_sample_shop, png
 
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=dt.date(2025, 1, 17))
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
@@ -155,8 +155,9 @@ def test_changed_image_is_embedded_again_in_place(sqlite_url, image_server, fres
 
 
 def test_clip_embeddings_alone_says_what_to_run(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets import defs
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
+
+    defs = definitions()
 
     build_sample_shop(engine_for(sqlite_url), image_server, products=5, days=3, today=dt.date(2025, 1, 17))
     result = materialize_chain(
@@ -169,13 +170,14 @@ def test_clip_embeddings_alone_says_what_to_run(sqlite_url, image_server, fresh_
     failure = result.failure_data_for_node("clip_embeddings")
     message = failure.user_failure_data.description
     assert "product_images has not been materialized" in message
-    assert f"--select 'product_images+' --partition {DAYS[0]}" in message
+    assert f"--select product_images,clip_embeddings,embedding_table --partition {DAYS[0]}" in message
     assert fresh_emulator.creates() == []
 
 
 def test_product_images_then_clip_embeddings_in_separate_runs(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets import defs
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
+
+    defs = definitions()
 
     build_sample_shop(engine_for(sqlite_url), image_server, products=10, days=3, today=dt.date(2025, 1, 17))
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
@@ -189,7 +191,7 @@ def test_product_images_then_clip_embeddings_in_separate_runs(sqlite_url, image_
 
 
 def test_products_without_embeddings_check_fails_then_passes(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
 
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=dt.date(2025, 1, 17))
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
@@ -226,7 +228,7 @@ LINE = re.compile(
 
 
 def test_progress_log_has_the_laravel_format(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
 
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=30, days=3, today=dt.date(2025, 1, 17))
     materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0], last=DAYS[-1])
@@ -236,17 +238,17 @@ def test_progress_log_has_the_laravel_format(sqlite_url, image_server, fresh_emu
     failed = {int(m.group(4)) for m in map(LINE.match, lines) if m.group(4)}
     images = {r.id: r.product_id for r in image_rows(sqlite_url)}
     assert indexed == {i: p for i, p in images.items() if i not in shop.broken}
-    # Unusable paths never reach the API, so only dead URLs fail in clip_embeddings.
-    assert failed == {i for i, why in shop.broken.items() if "404" in why}
+    # Every failure has its line: dead URLs from clip_embeddings, unusable paths from product_images.
+    assert failed == set(shop.broken)
     assert not any("s3cr3t" in line for line in lines), "query strings of signed URLs are not logged"
 
 
 def test_bad_token_stops_the_run_with_a_clear_message(sqlite_url, image_server, fresh_emulator, tmp_path):
-    from replicate_assets.sample_shop import build_sample_shop
+    from replicate_assets.testing.sample_shop import build_sample_shop
 
     build_sample_shop(engine_for(sqlite_url), image_server, products=5, days=3, today=dt.date(2025, 1, 17))
     resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
-    resources["replicate"] = ReplicateClient(api_token="r8_wrong_token", base_url=fresh_emulator.base_url)
+    resources["replicate"] = ReplicateResource(api_token="r8_wrong_token", base_url=fresh_emulator.base_url)
     result = materialize_chain(resources, first=DAYS[0], last=DAYS[-1], raise_on_error=False)
     assert not result.success
     message = result.failure_data_for_node("clip_embeddings").user_failure_data.description

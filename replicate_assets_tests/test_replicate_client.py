@@ -5,9 +5,9 @@ import math
 import pytest
 from conftest import TOKEN
 
-from replicate_assets.emulator import Emulator, embedding_for
 from replicate_assets.replicate import ReplicateClient, ReplicateConfigError, model_spec, vector_problem
-from replicate_assets.sample_shop import png
+from replicate_assets.testing.emulator import Emulator, embedding_for
+from replicate_assets.testing.sample_shop import png
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def urls(image_server):
 
 def client_for(emulator: Emulator, **fields) -> ReplicateClient:
     fields.setdefault("max_predictions_per_minute", 60_000)
-    return ReplicateClient(api_token=TOKEN, base_url=emulator.base_url, **fields)
+    return ReplicateClient(TOKEN, base_url=emulator.base_url, **fields)
 
 
 def test_embeds_each_url_once_with_the_right_vector(fresh_emulator, urls):
@@ -51,7 +51,7 @@ def test_dead_url_fails_only_that_image(fresh_emulator, urls, image_server):
     dead = f"{image_server.base_url}/client/dead.png"
     outcomes = {o.url: o for o in client_for(fresh_emulator).embed_images([*urls[:3], dead])}
     assert all(outcomes[u].ok for u in urls[:3])
-    assert not outcomes[dead].ok and "404" in outcomes[dead].error and not outcomes[dead].transient
+    assert not outcomes[dead].ok and "404" in outcomes[dead].error and not outcomes[dead].left_pending
 
 
 def test_invalid_input_fails_the_image_with_replicates_detail(fresh_emulator):
@@ -60,7 +60,7 @@ def test_invalid_input_fails_the_image_with_replicates_detail(fresh_emulator):
 
 
 def test_bad_token_raises_a_config_error_without_the_token(fresh_emulator, urls):
-    client = ReplicateClient(api_token="r8_bad_secret", base_url=fresh_emulator.base_url)
+    client = ReplicateClient("r8_bad_secret", base_url=fresh_emulator.base_url)
     with pytest.raises(ReplicateConfigError) as raised:
         list(client.embed_images(urls[:2]))
     assert "REPLICATE_API_TOKEN" in str(raised.value) and "r8_bad_secret" not in str(raised.value)
@@ -68,15 +68,14 @@ def test_bad_token_raises_a_config_error_without_the_token(fresh_emulator, urls)
 
 def test_missing_token_and_unknown_model_say_what_to_set(fresh_emulator):
     with pytest.raises(ReplicateConfigError, match="REPLICATE_API_TOKEN is not set"):
-        ReplicateClient(api_token=None, base_url=fresh_emulator.base_url).test_connection()
+        ReplicateClient(None, base_url=fresh_emulator.base_url)
     with pytest.raises(ReplicateConfigError, match="REPLICATE_MODEL='stability-ai/sdxl' is not a supported"):
         model_spec("stability-ai/sdxl")
 
 
 def test_token_is_never_sent_over_plain_http_to_a_remote_host():
-    client = ReplicateClient(api_token=TOKEN, base_url="http://api.example.com/v1")
     with pytest.raises(ReplicateConfigError, match="plain http"):
-        client.test_connection()
+        ReplicateClient(TOKEN, base_url="http://api.example.com/v1")
 
 
 def test_test_connection_returns_account_and_model(fresh_emulator):
@@ -99,7 +98,7 @@ def test_version_models(fresh_emulator, urls, model):
 
 def test_rate_limiter_keeps_creates_under_the_limit(urls):
     with Emulator(token=TOKEN, creates_per_minute=120, burst=2) as limited:
-        client = ReplicateClient(api_token=TOKEN, base_url=limited.base_url, max_predictions_per_minute=120)
+        client = ReplicateClient(TOKEN, base_url=limited.base_url, max_predictions_per_minute=120)
         outcomes = list(client.embed_images(urls[:6]))
         assert all(o.ok for o in outcomes)
         assert client.stats.throttled <= 1  # the client paces itself; a 429 is waited out, not a failure
@@ -124,7 +123,7 @@ def test_vector_problem(vector, problem):
 def test_a_batch_failing_without_naming_the_url_is_halved_until_the_dead_one_stands_alone(
     fresh_emulator, urls, image_server
 ):
-    from replicate_assets.emulator import Faults
+    from replicate_assets.testing.emulator import Faults
 
     fresh_emulator.set_faults(Faults(vague_errors=True))
     dead = f"{image_server.base_url}/client/dead.png"

@@ -1,6 +1,5 @@
 """The two sensors, evaluated with build_sensor_context against a real shop database and instance."""
 
-import dataclasses
 import datetime as dt
 import json
 import time
@@ -8,14 +7,16 @@ import time
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, TODAY, TOKEN, make_resources, materialize_chain
+from conftest import DAYS, TODAY, TOKEN, definitions, make_resources, materialize_chain
 from dagster._core.test_utils import create_run_for_test
 
-from replicate_assets import sensors
-from replicate_assets.catalogue import Catalogue, ShopDatabase, engine_for
-from replicate_assets.replicate import ReplicateClient
-from replicate_assets.sample_shop import build_sample_shop, png
-from replicate_assets.sensors import missing_embeddings_sensor, new_product_images_sensor
+from replicate_assets.db import Reports, connect, engine_for
+from replicate_assets.defs.resources import EmbeddingPolicy, ReplicateResource, ShopDatabase
+from replicate_assets.testing.sample_shop import build_sample_shop, png
+
+
+def sensor(name: str) -> dg.SensorDefinition:
+    return next(s for s in definitions().sensors if s.name == name)
 
 
 @pytest.fixture
@@ -25,15 +26,16 @@ def shop(sqlite_url, image_server):
 
 def tick_new(url, cursor=None):
     context = dg.build_sensor_context(cursor=cursor, resources={"shop": ShopDatabase(url=url)})
-    return new_product_images_sensor(context)
+    return sensor("new_product_images_sensor")(context)
 
 
-def tick_missing(url, instance, emulator):
+def tick_missing(url, instance, emulator, retry_delay_seconds=1):
     resources = {
         "shop": ShopDatabase(url=url),
-        "replicate": ReplicateClient(api_token=TOKEN, base_url=emulator.base_url),
+        "replicate": ReplicateResource(api_token=TOKEN, base_url=emulator.base_url),
+        "policy": EmbeddingPolicy(retry_delay_seconds=retry_delay_seconds),
     }
-    return missing_embeddings_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    return sensor("missing_embeddings_sensor")(dg.build_sensor_context(instance=instance, resources=resources))
 
 
 def ranges(result):
@@ -87,30 +89,27 @@ def test_images_outside_the_partitions_are_not_requested(sqlite_url, shop):
 
 
 def test_missing_embeddings_sensor_finds_exactly_the_days_with_work(
-    sqlite_url, shop, image_server, fresh_emulator, tmp_path, monkeypatch
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path
 ):
     # A retry delay of 60 s until the test says otherwise: with the tests' 1 s, a slow machine sees the dead URL's
     # retry come due before the first checks.
-    quick = sensors.SETTINGS
-    monkeypatch.setattr(sensors, "SETTINGS", dataclasses.replace(quick, retry_delay_seconds=60))
     instance = dg.DagsterInstance.ephemeral()
-    assert ranges(tick_missing(sqlite_url, instance, fresh_emulator)) == [(DAYS[0], DAYS[-1])]
+    assert ranges(tick_missing(sqlite_url, instance, fresh_emulator, 60)) == [(DAYS[0], DAYS[-1])]
     materialize_chain(make_resources(sqlite_url, image_server, fresh_emulator, tmp_path), first=DAYS[0], last=DAYS[-1])
 
     # Right after the run, only the dead URLs' retry is pending, and it is not due yet.
-    catalogue = Catalogue.connect(sqlite_url)
-    failed_at = max(row.updated_at for row in catalogue.failed_images())
-    assert catalogue.days_needing_work("openai/clip", 3, 60, failed_at) == set()
+    reports = Reports(connect(sqlite_url))
+    failed_at = max(row.updated_at for row in reports.failed_images())
+    assert reports.days_needing_work("openai/clip", 3, 60, failed_at) == set()
     # An old import with no embedding, on a day of its own.
     image_server.images["old/1.png"] = png(4242)
     add_image(sqlite_url, 1000, dt.datetime(2024, 6, 1, 12), dt.datetime(2024, 6, 1, 12), path="old/1.png")
-    result = tick_missing(sqlite_url, instance, fresh_emulator)
+    result = tick_missing(sqlite_url, instance, fresh_emulator, 60)
     assert ranges(result) == [("2024-06-01", "2024-06-01")]
 
     # The dead URL's retry becomes due (delay 1 s in tests, x 2^(attempts-1)).
-    monkeypatch.setattr(sensors, "SETTINGS", quick)
     time.sleep(2.1)
-    dead_days = {d.isoformat() for d in catalogue.days_needing_work("openai/clip", 3, 1, dt.datetime(2100, 1, 1))}
+    dead_days = {d.isoformat() for d in reports.days_needing_work("openai/clip", 3, 1, dt.datetime(2100, 1, 1))}
     assert set(sum(ranges(tick_missing(sqlite_url, instance, fresh_emulator)), ())) == dead_days
 
 
@@ -132,13 +131,13 @@ def test_permanent_failures_are_not_retried_until_their_row_changes(sqlite_url, 
     for _ in range(3):  # three attempts for the dead URL
         time.sleep(1.1)
         materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
-    catalogue = Catalogue.connect(sqlite_url)
+    reports = Reports(connect(sqlite_url))
     dead = [i for i, why in shop.broken.items() if "404" in why]
-    assert {r.product_image_id: r.attempts for r in catalogue.failed_images() if r.product_image_id in dead} == {
+    assert {r.product_image_id: r.attempts for r in reports.failed_images() if r.product_image_id in dead} == {
         i: 3 for i in dead
     }
     far_future = dt.datetime(2100, 1, 1)
-    assert catalogue.days_needing_work("openai/clip", 3, 1, far_future) == set()
+    assert reports.days_needing_work("openai/clip", 3, 1, far_future) == set()
     fresh_emulator.requests.clear()
     materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
     assert fresh_emulator.creates() == []  # given up: not sent again
@@ -148,6 +147,6 @@ def test_permanent_failures_are_not_retried_until_their_row_changes(sqlite_url, 
             sa.text("UPDATE product_images SET path = 'products/1/0.png', updated_at = :u WHERE id = :id"),
             {"u": dt.datetime(2026, 1, 1), "id": dead[0]},
         )
-    assert catalogue.days_needing_work("openai/clip", 3, 1, far_future)
+    assert reports.days_needing_work("openai/clip", 3, 1, far_future)
     materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
-    assert {r.product_image_id for r in catalogue.failed_images()}.isdisjoint({dead[0]})
+    assert {r.product_image_id for r in reports.failed_images()}.isdisjoint({dead[0]})

@@ -17,8 +17,8 @@ import requests
 import sqlalchemy as sa
 from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, drop_server_database, server_database
 
-from replicate_assets.catalogue import engine_for
-from replicate_assets.sample_shop import build_sample_shop
+from replicate_assets.db import engine_for
+from replicate_assets.testing.sample_shop import build_sample_shop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCATION = {"repositoryLocationName": "replicate_assets", "repositoryName": "__repository__"}

@@ -14,40 +14,57 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+# How a shop's timestamp columns may be declared (Laravel: timestamps(), timestampsTz(); SQLite keeps text).
+TIMESTAMP_TYPES: dict[str, sa.types.TypeEngine] = {
+    "naive": sa.DateTime(),  # PostgreSQL timestamp, MySQL datetime, SQLite text written by SQLAlchemy
+    "aware": sa.DateTime(timezone=True).with_variant(mysql.TIMESTAMP(), "mysql"),  # timestamptz; MySQL timestamp
+    "text": sa.Text(),  # SQLite text in Laravel's format
+}
 
-def shop_metadata() -> sa.MetaData:
+
+def shop_metadata(timestamps: str = "naive", foreign_keys: bool = True) -> sa.MetaData:
     """`products` and `product_images` as a Laravel migration makes them (BIGINT UNSIGNED ids on MySQL)."""
     metadata = sa.MetaData()
     id_type = sa.BigInteger().with_variant(sa.Integer, "sqlite").with_variant(mysql.BIGINT(unsigned=True), "mysql")
+    stamp = TIMESTAMP_TYPES[timestamps]
     sa.Table(
         "products",
         metadata,
         sa.Column("id", id_type, primary_key=True, autoincrement=True),
         sa.Column("name", sa.String(255), nullable=False),
-        sa.Column("created_at", sa.DateTime),
-        sa.Column("updated_at", sa.DateTime),
+        sa.Column("created_at", stamp),
+        sa.Column("updated_at", stamp),
+        sa.Column("deleted_at", stamp),
         mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
     )
+    product = [sa.ForeignKey("products.id", ondelete="CASCADE")] if foreign_keys else []
     sa.Table(
         "product_images",
         metadata,
         sa.Column("id", id_type, primary_key=True, autoincrement=True),
-        sa.Column("product_id", id_type, sa.ForeignKey("products.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("product_id", id_type, *product, nullable=False),
         sa.Column("path", sa.String(2048)),
-        sa.Column("created_at", sa.DateTime),
-        sa.Column("updated_at", sa.DateTime),
+        sa.Column("created_at", stamp, nullable=True),
+        sa.Column("updated_at", stamp, nullable=True),
         mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
     )
     return metadata
 
 
-def create_shop_tables(engine: sa.Engine, reset: bool = False) -> None:
+def create_shop_tables(engine: sa.Engine, reset: bool = False, **shape: Any) -> None:
     """Create the shop's tables; with reset, drop them and ours first (a fresh sample shop)."""
     if reset:
         with engine.begin() as conn:
             for name in ("product_embeddings", "clip_embedding_outcomes", "product_images", "products"):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
-    shop_metadata().create_all(engine)
+    shop_metadata(**shape).create_all(engine)
+
+
+def laravel(moment: dt.datetime) -> str:
+    """A timestamp as Laravel writes it into a text column."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def png(seed: int, size: int = 16) -> bytes:
@@ -119,6 +136,7 @@ def build_sample_shop(
     days: int = 30,
     today: dt.date | None = None,
     seed: int = 7,
+    timestamps: str = "naive",
 ) -> SampleShop:
     """Fill a fresh shop: products with 1-3 images over `days` days ending `today`; a few images are broken.
 
@@ -126,16 +144,17 @@ def build_sample_shop(
     """
     rng = random.Random(seed)
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    create_shop_tables(engine, reset=True)
-    tables = shop_metadata().tables
+    create_shop_tables(engine, reset=True, timestamps=timestamps)
+    tables = shop_metadata(timestamps).tables
     shop = SampleShop(first_day=today - dt.timedelta(days=days - 1), last_day=today)
     product_rows, image_rows = [], []
     image_id = 0
     for product_id in range(1, products + 1):
         day = shop.first_day + dt.timedelta(days=rng.randrange(days))
         created = dt.datetime.combine(day, dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60)))
+        stamp = laravel(created) if timestamps == "text" else created
         product_rows.append(
-            {"id": product_id, "name": f"Sample product {product_id}", "created_at": created, "updated_at": created}
+            {"id": product_id, "name": f"Sample product {product_id}", "created_at": stamp, "updated_at": stamp}
         )
         if product_id % 40 == 0:
             shop.products_without_images += 1
@@ -147,7 +166,7 @@ def build_sample_shop(
             if image_id % 2:
                 path = f"{server.base_url}/{path}"
             image_rows.append(
-                {"id": image_id, "product_id": product_id, "path": path, "created_at": created, "updated_at": created}
+                {"id": image_id, "product_id": product_id, "path": path, "created_at": stamp, "updated_at": stamp}
             )
     # Deliberately broken rows, as a real catalogue has them.
     breakages = {

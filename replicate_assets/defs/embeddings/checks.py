@@ -4,9 +4,11 @@ from collections import Counter
 
 import dagster as dg
 
-from replicate_assets.assets import SETTINGS, clip_embeddings, embedding_table
-from replicate_assets.catalogue import ShopDatabase, Window
-from replicate_assets.replicate import DIMENSIONS, ReplicateClient, vector_problem
+from replicate_assets.db import OutcomeStore, Reports, Window
+from replicate_assets.db.embeddings import EmbeddingStore
+from replicate_assets.defs.embeddings.assets import window_of
+from replicate_assets.defs.resources import EmbeddingPolicy, ReplicateResource, ShopDatabase
+from replicate_assets.replicate import DIMENSIONS, vector_problem
 
 FIRST_IDS = 20
 
@@ -16,22 +18,23 @@ def checked_window(context: dg.AssetCheckExecutionContext) -> tuple[Window, str]
     if context.has_partition_key or context.has_partition_key_range:
         keys = context.partition_keys
         label = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
-        return Window.of(context.partition_time_window), label
+        return window_of(context), label
     return Window(), "all"
 
 
 @dg.asset_check(
-    asset=embedding_table,
+    asset="embedding_table",
     description="Products that have images in the checked window but no embedding from the configured model "
-    "(the Laravel version's LEFT JOIN query), per partition.",
+    "(the Laravel version's LEFT JOIN query), per partition; orphan images (no such product) are counted apart.",
 )
 def products_without_embeddings(
-    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateClient
+    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateResource
 ) -> dg.AssetCheckResult:
-    catalogue = shop.catalogue()
+    reports = Reports(shop.schema())
     window, label = checked_window(context)
-    missing = catalogue.products_without_embeddings(window, replicate.spec.reference)
+    missing = reports.products_without_embeddings(window, replicate.spec.reference)
     per_partition = Counter(day.isoformat() for days in missing.values() for day in days)
+    orphans, first_orphans = reports.orphans(window)
     return dg.AssetCheckResult(
         passed=not missing,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -40,35 +43,36 @@ def products_without_embeddings(
             "products_without_embeddings": len(missing),
             "first_product_ids": dg.MetadataValue.json(list(missing)[:FIRST_IDS]),
             "per_partition": dg.MetadataValue.json(dict(sorted(per_partition.items()))),
-            "products_without_images": catalogue.products_without_images(),
+            "products_without_images": reports.products_without_images(),
+            "orphan_images": orphans,
+            "first_orphan_image_ids": dg.MetadataValue.json(first_orphans),
             "window": label,
         },
     )
 
 
 @dg.asset_check(
-    asset=clip_embeddings,
+    asset="clip_embeddings",
     blocking=True,
     description="Every embedding about to reach product_embeddings has the model's 768 dimensions, finite values "
     "and a non-zero norm; bad ones are marked failed, and the check blocks embedding_table.",
 )
 def embedding_dimensions(
-    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateClient
+    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateResource
 ) -> dg.AssetCheckResult:
-    catalogue = shop.catalogue()
+    schema = shop.schema()
     window, label = checked_window(context)
     model = replicate.spec.reference
     checked, bad = 0, {}
-    for page in catalogue.unpublished_embeddings(window, model, SETTINGS.chunk_size * 20):
+    for page in EmbeddingStore(schema).unpublished(window, model, 1000):
         checked += len(page)
         for row in page:
             problem = vector_problem(row.embedding, DIMENSIONS)
             if problem:
                 bad[row.product_image_id] = problem
     if bad:
-        catalogue.quarantine(
-            list(bad), model, "rejected by the embedding_dimensions check: " + next(iter(bad.values()))
-        )
+        reason = "rejected by the embedding_dimensions check: " + next(iter(bad.values()))
+        OutcomeStore(schema).quarantine(list(bad), model, reason)
     return dg.AssetCheckResult(
         passed=not bad,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -83,15 +87,17 @@ def embedding_dimensions(
 
 
 @dg.asset_check(
-    asset=clip_embeddings,
-    description="Images that failed for good (attempts used up), with the reasons and their counts. They are "
-    "tried again when their product_images row changes, or after `replicate-assets retry-failed`.",
+    asset="clip_embeddings",
+    description="Images that failed for good (attempts used up, or a path that cannot be sent), with the reasons "
+    "and their counts, and images no daily partition covers. Failed images are tried again when their "
+    "product_images row changes, or after `replicate-assets retry-failed`.",
 )
 def failed_images(
-    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateClient
+    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateResource, policy: EmbeddingPolicy
 ) -> dg.AssetCheckResult:
+    reports = Reports(shop.schema())
     window, label = checked_window(context)
-    failed = shop.catalogue().failure_reasons(window, replicate.spec.reference, SETTINGS.max_attempts)
+    failed = reports.failure_reasons(window, replicate.spec.reference, policy.max_attempts)
     reasons = Counter(row.error or "unknown" for row in failed)  # stored without query strings
     return dg.AssetCheckResult(
         passed=not failed,
@@ -101,5 +107,9 @@ def failed_images(
             "failed_images": len(failed),
             "reasons": dg.MetadataValue.json(dict(reasons.most_common(10))),
             "first_image_ids": dg.MetadataValue.json([row.product_image_id for row in failed[:FIRST_IDS]]),
+            "max_attempts": policy.max_attempts,
         },
     )
+
+
+CHECKS = [products_without_embeddings, embedding_dimensions, failed_images]

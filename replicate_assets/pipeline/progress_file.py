@@ -6,8 +6,6 @@ import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
 
-import dagster as dg
-
 
 def indexed_line(product_image_id: int, product_id: int) -> str:
     return f"Indexed ProductImage #{product_image_id} for Product #{product_id}"
@@ -17,17 +15,17 @@ def failed_line(product_image_id: int, error: str) -> str:
     return f"Failed ProductImage #{product_image_id} - error: {error}"
 
 
-class ProgressLog(dg.ConfigurableResource):
+class ProgressFile:
     """Appends one timestamped line per image outcome to a file (REPLICATE_EMBEDDINGS_LOG)."""
 
-    path: str
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
 
     def write(self, messages: Iterable[str]) -> None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         text = "".join(f"[{stamp}] {message}\n" for message in messages)
         if not text:
             return
-        path = Path(self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as log:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as log:
             log.write(text)

@@ -1,0 +1,88 @@
+"""The `replicate-assets` command: test-connection, status, migrate, failed, retry-failed, free-slots, emulator, demo.
+
+It imports no Dagster definitions: settings are read when a command runs, and every error a user can fix is
+one line on stderr (exit 1), never a traceback, and never shows a token or a database password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import sqlalchemy as sa
+
+from replicate_assets.db import CatalogueError
+from replicate_assets.replicate import ReplicateError
+from replicate_assets.settings import SettingsError
+from replicate_assets.urls import redact
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    from replicate_assets.cli import commands
+
+    root = argparse.ArgumentParser(prog="replicate-assets", description=__doc__.splitlines()[0])
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def add(name: str, run, help: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help, description=help)
+        command.set_defaults(handler=run)
+        return command
+
+    add("test-connection", commands.test_connection, "check REPLICATE_API_TOKEN and REPLICATE_MODEL; embeds nothing")
+    add("status", commands.status, "embeddings, products and images by model, failed and uncovered images")
+    add("migrate", commands.migrate, "create product_embeddings and clip_embedding_outcomes where missing")
+    failed = add("failed", commands.failed, "failed images with reasons and attempts (queue:failed)")
+    failed.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
+    retry = add(
+        "retry-failed", commands.retry_failed, "make failed images retryable and rerun their days (queue:retry)"
+    )
+    retry.add_argument("--run", action="store_true", help="run the chain over those days now (else print how)")
+    add(
+        "free-slots",
+        commands.free_slots,
+        "free the replicate_api pool slots of runs that died (needs DAGSTER_HOME); runs do this on their own too",
+    )
+    emulator = add("emulator", commands.emulator, "run the local Replicate emulator in the foreground")
+    emulator.add_argument("--port", type=int, default=8787)
+    emulator.add_argument("--latency", type=float, default=0.5, help="seconds per prediction (default 0.5)")
+    emulator.add_argument("--creates-per-minute", type=float, default=600, help="create rate limit (0: none)")
+    emulator.add_argument("--burst", type=int, default=10, help="creates allowed at once (default 10)")
+    emulator.add_argument("--token", default=None, help="the only token accepted (default: any)")
+    emulator.add_argument(
+        "--retention", type=float, default=3600, help="seconds before predictions' data is removed (default 3600)"
+    )
+    demo = add("demo", commands.demo, "sample shop + emulator + one Dagster run over every partition")
+    demo.add_argument("--products", type=positive, default=240)
+    demo.add_argument("--days", type=positive, default=30)
+    demo.add_argument("--serve", action="store_true", help="keep the emulator and the images up for `dagster dev`")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (SettingsError, CatalogueError, ReplicateError) as err:
+        print(f"error: {redact(str(err))}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or type(err).__name__).splitlines()[0]
+        print(f"error: the shop database answered: {redact(reason)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""`product_embeddings`, the public contract: one row per image, what the shop and downstream assets read.
+
+Columns: id, product_id, product_image_id (unique), embedding (a JSON array of floats, Eloquent's JSON cast
+reads it), model, dimensions, image_url, created_at, updated_at. Written only by `publish`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from replicate_assets.db.engine import in_transaction, upsert_statement
+from replicate_assets.db.instants import utcnow
+from replicate_assets.db.outcomes import pages
+from replicate_assets.db.schema import INDEXED, Schema, Window
+
+PUBLISHED_COLUMNS = (
+    "product_id",
+    "product_image_id",
+    "embedding",
+    "model",
+    "dimensions",
+    "image_url",
+    "created_at",
+    "updated_at",
+)
+
+
+def stale(schema: Schema, model: str) -> sa.ColumnElement:
+    """The outcome's embedding is not (or no longer) what product_embeddings holds for its image."""
+    o, e = schema.outcomes, schema.embeddings
+    return sa.or_(e.c.id.is_(None), e.c.model != model, e.c.updated_at < o.c.updated_at, e.c.image_url != o.c.image_url)
+
+
+class EmbeddingStore:
+    """Publishing into `product_embeddings` for one shop database."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.engine = schema.engine
+
+    def _unpublished(self, window: Window, model: str) -> tuple[sa.FromClause, list[sa.ColumnElement]]:
+        """Indexed outcomes of the window whose product_embeddings row is missing or older: (from, where).
+
+        Images whose product is gone (a shop without enforced foreign keys) are never published.
+        """
+        s, o, e = self.schema, self.schema.outcomes, self.schema.embeddings
+        joined = (
+            o.join(s.images, s.image.id == o.c.product_image_id)
+            .join(s.products, s.products.c.id == o.c.product_id)
+            .outerjoin(e, e.c.product_image_id == o.c.product_image_id)
+        )
+        return joined, [o.c.model == model, o.c.status == INDEXED, *s.in_window(window), stale(s, model)]
+
+    def unpublished(self, window: Window, model: str, page_size: int) -> Iterator[list[sa.Row]]:
+        """Pages of the embeddings `publish` would write, parsed: (product_image_id, embedding)."""
+        self.schema.ensure_tables()
+        o = self.schema.outcomes
+        joined, where = self._unpublished(window, model)
+        query = sa.select(o.c.product_image_id, o.c.embedding).select_from(joined).where(*where)
+        yield from pages(self.engine, query, o.c.product_image_id, page_size)
+
+    def publish(self, window: Window, model: str, page_size: int) -> Iterator[int]:
+        """Upsert the window's new embeddings, one page per transaction, yielding the rows written.
+
+        The JSON is copied inside the database (INSERT ... SELECT), never parsed; re-running never duplicates
+        (product_image_id is unique).
+        """
+        self.schema.ensure_tables()
+        o, e = self.schema.outcomes, self.schema.embeddings
+        joined, where = self._unpublished(window, model)
+        ids = sa.select(o.c.product_image_id).select_from(joined).where(*where)
+        for page in pages(self.engine, ids, o.c.product_image_id, page_size):
+            now = sa.literal(utcnow(), sa.DateTime)
+            rows = (
+                sa.select(
+                    o.c.product_id,
+                    o.c.product_image_id,
+                    o.c.embedding,
+                    sa.literal(model, sa.String),
+                    o.c.dimensions,
+                    o.c.image_url,
+                    now,
+                    sa.case((o.c.updated_at > now, o.c.updated_at), else_=now),
+                )
+                .select_from(joined)
+                .where(*where, o.c.product_image_id.between(page[0][0], page[-1][0]))
+            )
+
+            def work(conn: sa.Connection, rows: sa.Select = rows) -> None:
+                conn.execute(
+                    upsert_statement(
+                        conn, e, PUBLISHED_COLUMNS, keys=("product_image_id",), keep=("created_at",), select=rows
+                    )
+                )
+
+            in_transaction(self.engine, work)
+            yield len(page)

@@ -1,0 +1,269 @@
+"""The shop's tables, reflected and checked, and the two tables we own, created and migrated.
+
+- `products`, `product_images`: the shop's. We read them; a missing table or column is one clear error.
+- `product_embeddings`: ours, and the public contract: the shop (and the similarity assets) read it.
+- `clip_embedding_outcomes`: ours and private to the pipeline: each image's outcome per model, and its claim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from replicate_assets.db.engine import CatalogueError, engine_for, masked, prepare
+
+OUTCOMES = "clip_embedding_outcomes"
+EMBEDDINGS = "product_embeddings"
+PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
+# Our timestamps keep microseconds on MySQL too, so an instant copied from the shop compares equal to it.
+TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShopColumns:
+    """Where `product_images` keeps what we read (Laravel's names by default; SHOP_IMAGE_*_COLUMN)."""
+
+    path: str = "path"
+    created_at: str = "created_at"
+    updated_at: str = "updated_at"
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A half-open UTC interval [start, end) of `product_images.created_at`; None bounds are open."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+
+class ImageColumns(NamedTuple):
+    id: sa.Column
+    product_id: sa.Column
+    path: sa.Column
+    created_at: sa.Column
+    updated_at: sa.Column
+
+
+class Schema:
+    """One shop database: its engine, its tables and ours. Build it with `connect(url)`."""
+
+    def __init__(self, engine: sa.Engine, columns: ShopColumns = ShopColumns()):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.metadata = sa.MetaData()
+        where = masked(engine.url.render_as_string(hide_password=False))
+        try:
+            self.products = sa.Table("products", self.metadata, autoload_with=engine)
+            self.images = sa.Table("product_images", self.metadata, autoload_with=engine)
+        except sa.exc.NoSuchTableError as err:
+            raise CatalogueError(
+                f"the shop database {where} has no table {err}: "
+                "point DATABASE_URL at the shop's database (the one with products and product_images)"
+            ) from None
+        except sa.exc.OperationalError as err:
+            reason = str(err.orig).splitlines()[0] if err.orig else type(err).__name__
+            raise CatalogueError(
+                f"cannot connect to the shop database {where}: {reason}. Check DATABASE_URL and that the server "
+                "is running"
+            ) from None
+        self.image = self._image_columns(columns)
+        self.has_deleted_at = "deleted_at" in self.products.c
+        options = self._table_options()
+        # Our foreign keys copy the referenced column types: Laravel's ids are BIGINT UNSIGNED on MySQL.
+        product_id_type, image_id_type = self.products.c.id.type, self.image.id.type
+        self.outcomes = sa.Table(
+            OUTCOMES,
+            self.metadata,
+            sa.Column(
+                "product_image_id",
+                image_id_type,
+                sa.ForeignKey(f"product_images.{self.image.id.name}", ondelete="CASCADE"),
+                primary_key=True,
+            ),
+            sa.Column("model", sa.String(191), primary_key=True),
+            sa.Column("product_id", product_id_type, nullable=False),
+            sa.Column("image_url", sa.Text),
+            sa.Column("url_hash", sa.String(64)),
+            sa.Column("image_updated_at", TIMESTAMP),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("dimensions", sa.Integer),
+            sa.Column("error", sa.Text),
+            sa.Column("attempts", sa.Integer, nullable=False, default=0),
+            # The attempts allowed by the run that wrote the row: checks, sensors and commands judge it by that.
+            sa.Column("max_attempts", sa.Integer),
+            sa.Column("predict_time", sa.Float),
+            sa.Column("prediction_id", sa.String(64)),
+            sa.Column("created_at", TIMESTAMP, nullable=False),
+            sa.Column("updated_at", TIMESTAMP, nullable=False),
+            # The claim of the run embedding the image: its run id, its process, until when; and when a create
+            # for it may last have been sent (a later run lists predictions from then on to take them over).
+            sa.Column("claimed_by", sa.String(64)),
+            sa.Column("claim_process", sa.String(255)),
+            sa.Column("claim_expires_at", TIMESTAMP),
+            sa.Column("sent_at", TIMESTAMP),
+            # Large values last: SQLite reads the columns before them without walking overflow pages.
+            sa.Column("embedding", sa.JSON),
+            sa.Index("ix_clip_embedding_outcomes_model_url", "model", "url_hash"),
+            # Pages of one status are read in product_image_id order: the index serves both the filter and the order.
+            sa.Index("ix_clip_embedding_outcomes_model_status", "model", "status", "product_image_id"),
+            sa.Index("ix_clip_embedding_outcomes_claimed_by", "claimed_by"),
+            **options,
+        )
+        id_type = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+        self.embeddings = sa.Table(
+            EMBEDDINGS,
+            self.metadata,
+            sa.Column("id", id_type, primary_key=True, autoincrement=True),
+            sa.Column(
+                "product_id",
+                product_id_type,
+                sa.ForeignKey("products.id", ondelete="CASCADE"),
+                nullable=False,
+                index=True,
+            ),
+            sa.Column(
+                "product_image_id",
+                image_id_type,
+                sa.ForeignKey(f"product_images.{self.image.id.name}", ondelete="CASCADE"),
+                nullable=False,
+                unique=True,
+            ),
+            sa.Column("model", sa.String(191), nullable=False),
+            sa.Column("dimensions", sa.Integer, nullable=False),
+            sa.Column("image_url", sa.Text),
+            sa.Column("created_at", sa.DateTime),
+            sa.Column("updated_at", sa.DateTime),
+            sa.Column("embedding", sa.JSON, nullable=False),
+            **options,
+        )
+        self._ready = False
+
+    def _image_columns(self, columns: ShopColumns) -> ImageColumns:
+        """The columns we read, checked: a missing one, or one of the wrong type, is one clear error."""
+        if "id" not in self.products.c:
+            raise CatalogueError("the shop table products has no column id: it needs Laravel's id primary key")
+        wanted = {
+            "id": ("id", None),
+            "product_id": ("product_id", None),
+            "path": (columns.path, "SHOP_IMAGE_PATH_COLUMN"),
+            "created_at": (columns.created_at, "SHOP_IMAGE_CREATED_AT_COLUMN"),
+            "updated_at": (columns.updated_at, "SHOP_IMAGE_UPDATED_AT_COLUMN"),
+        }
+        found = {}
+        for role, (name, setting) in wanted.items():
+            if name not in self.images.c:
+                fix = f"; if it has another name, set {setting} to it" if setting else ""
+                raise CatalogueError(
+                    f"the shop table product_images has no column {name} (have: {', '.join(self.images.c.keys())}){fix}"
+                )
+            column = self.images.c[name]
+            problem = _type_problem(role, column.type, self.dialect)
+            if problem:
+                raise CatalogueError(f"product_images.{name} is {column.type} but {problem}")
+            found[role] = column
+        return ImageColumns(**found)
+
+    def _table_options(self) -> dict[str, Any]:
+        """MySQL/MariaDB: InnoDB, and the shop table's utf8mb4 collation (never the server's latin1 default)."""
+        if self.dialect != "mysql":
+            return {}
+        with self.engine.connect() as conn:
+            collation = conn.execute(
+                sa.text(
+                    "SELECT TABLE_COLLATION FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'product_images'"
+                )
+            ).scalar()
+        if not collation or not str(collation).startswith("utf8mb4"):
+            collation = "utf8mb4_unicode_ci"
+        return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": str(collation)}
+
+    # -- our tables -----------------------------------------------------------------------------------------------
+
+    def missing_tables(self) -> list[str]:
+        existing = set(sa.inspect(self.engine).get_table_names())
+        return [t.name for t in (self.outcomes, self.embeddings) if t.name not in existing]
+
+    def migrate(self) -> list[str]:
+        """Create our tables, and the columns newer versions added, where missing; idempotent.
+
+        Returns what it created ("table" or "table.column").
+        """
+        created = self.missing_tables()
+        self.metadata.create_all(self.engine, tables=[self.outcomes, self.embeddings], checkfirst=True)
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in (self.outcomes, self.embeddings):
+                have = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in have:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+                        created.append(f"{table.name}.{column.name}")
+        self._ready = True
+        return created
+
+    def ensure_tables(self) -> None:
+        """Create our tables before the pipeline writes (commands that only read never call this)."""
+        if not self._ready:
+            self.migrate()
+
+    # -- instants and windows ---------------------------------------------------------------------------------------
+
+    def instant(self, value: sa.ColumnElement | dt.datetime) -> sa.ColumnElement:
+        """A timestamp to compare as an instant. SQLite keeps text in whatever format its writer chose
+        (Laravel: '2025-01-15 10:30:45', SQLAlchemy: '2025-01-15 10:30:45.000000'): compare julianday()."""
+        sqlite = self.dialect == "sqlite"
+        if isinstance(value, dt.datetime):
+            value = sa.literal(value.isoformat(sep=" ") if sqlite else value, sa.String if sqlite else sa.DateTime)
+        return sa.func.julianday(value) if sqlite else value
+
+    def in_window(self, window: Window, column: sa.ColumnElement | None = None) -> list[sa.ColumnElement]:
+        column = self.image.created_at if column is None else column
+        clauses = []
+        if window.start is not None:
+            clauses.append(self.instant(column) >= self.instant(window.start))
+        if window.end is not None:
+            clauses.append(self.instant(column) < self.instant(window.end))
+        return clauses
+
+    def raw(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        """A shop timestamp as stored: on SQLite as text, parsed by `as_instant`, never by SQLAlchemy."""
+        return sa.type_coerce(column, sa.String) if self.dialect == "sqlite" else column
+
+
+def _type_problem(role: str, kind: sa.types.TypeEngine, dialect: str) -> str | None:
+    python = _python_type(kind)
+    if role in ("created_at", "updated_at"):
+        if python in (dt.datetime, dt.date) or (dialect == "sqlite" and python in (str, None)):
+            return None
+        return "a timestamp column (datetime, timestamp, or text on SQLite) is needed"
+    if role == "path":
+        return None if python in (str, None) else "the image path must be a text column"
+    return None if python in (int, None) else "an integer id is needed"
+
+
+def _python_type(kind: sa.types.TypeEngine) -> type | None:
+    try:
+        return kind.python_type
+    except NotImplementedError:
+        return None
+
+
+def connect(url: str, columns: ShopColumns = ShopColumns(), *, create: bool = True) -> Schema:
+    """The shop database at `url`; raises CatalogueError naming what is missing.
+
+    create=False (read-only commands) refuses a SQLite file that does not exist instead of making one.
+    """
+    prepare(url, create)
+    return _connect(url, columns)
+
+
+@functools.lru_cache(maxsize=16)
+def _connect(url: str, columns: ShopColumns) -> Schema:
+    return Schema(engine_for(url), columns)

@@ -1,0 +1,106 @@
+"""Sensors that start the chain on their own: for new or changed images, and for images still missing an embedding.
+
+Both start STOPPED: turning them on spends money. Each launches one range run per contiguous range of days.
+"""
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+
+import dagster as dg
+
+from replicate_assets.chain import day_ranges
+from replicate_assets.db import Reports, utcnow
+from replicate_assets.defs.embeddings.assets import CHAIN
+from replicate_assets.defs.resources import EmbeddingPolicy, ReplicateResource, ShopDatabase
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+ROWS_PER_TICK = 50_000
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def partition_ranges(days: Iterable[dt.date], partitions: dg.TimeWindowPartitionsDefinition) -> list[tuple[str, str]]:
+    """Contiguous runs of days inside the partitions, as (first, last) partition keys."""
+    first_key, last_key = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    if first_key is None or last_key is None:
+        return []
+    return day_ranges(days, dt.date.fromisoformat(first_key), dt.date.fromisoformat(last_key))
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """The tags of one run over the partitions first...last (the assets' single-run backfill policy)."""
+    return {RANGE_START: first, RANGE_END: last}
+
+
+def range_request(first: str, last: str, run_key: str | None, reason: str) -> dg.RunRequest:
+    return dg.RunRequest(run_key=run_key, tags={**range_tags(first, last), "replicate_assets/reason": reason})
+
+
+def partitions_in_flight(instance: dg.DagsterInstance, partitions: dg.PartitionsDefinition) -> set[str]:
+    """Partition keys that a queued or running run already covers."""
+    keys: set[str] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)):
+        tags = run.tags
+        if "dagster/partition" in tags:
+            keys.add(tags["dagster/partition"])
+        elif RANGE_START in tags and RANGE_END in tags:
+            window = dg.PartitionKeyRange(tags[RANGE_START], tags[RANGE_END])
+            keys.update(partitions.get_partition_keys_in_range(window))
+    return keys
+
+
+def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.SensorDefinition]:
+    """The two sensors over `partitions`."""
+
+    @dg.sensor(
+        target=CHAIN,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Embeds new and changed product images: follows product_images by (updated_at, id) and runs "
+        "the chain over the days they fall in. Its first tick covers the whole catalogue (embedded images cost "
+        "nothing).",
+    )
+    def new_product_images_sensor(context: dg.SensorEvaluationContext, shop: ShopDatabase) -> dg.SensorResult:
+        after = None
+        if context.cursor:
+            saved = json.loads(context.cursor)
+            after = (dt.datetime.fromisoformat(saved["updated_at"]), saved["id"])
+        rows = Reports(shop.schema()).changed_images(after, ROWS_PER_TICK)
+        if not rows:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed product images"))
+        last_id, _, last_updated = rows[-1]
+        cursor = json.dumps({"updated_at": last_updated.isoformat(), "id": last_id})
+        ranges = partition_ranges((created.date() for _, created, _ in rows if created is not None), partitions)
+        context.log.info(f"{len(rows)} new or changed images in {len(ranges)} range(s) of days")
+        requests = [range_request(a, b, f"new-images:{cursor}:{a}...{b}", "new images") for a, b in ranges]
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    @dg.sensor(
+        target=CHAIN,
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Every 5 minutes, runs the chain over the days whose images still lack an embedding (old "
+        "imports, failed runs, retries that are due), never twice while a run for them is in flight.",
+    )
+    def missing_embeddings_sensor(
+        context: dg.SensorEvaluationContext, shop: ShopDatabase, replicate: ReplicateResource, policy: EmbeddingPolicy
+    ) -> dg.SensorResult:
+        days = Reports(shop.schema()).days_needing_work(
+            replicate.spec.reference, policy.max_attempts, policy.retry_delay_seconds, utcnow()
+        )
+        busy = partitions_in_flight(context.instance, partitions)
+        todo = {day for day in days if day.isoformat() not in busy}
+        if not todo:
+            reason = "every image has its embedding" if not days else f"{len(days)} day(s) with work are in flight"
+            return dg.SensorResult(skip_reason=dg.SkipReason(reason))
+        ranges = partition_ranges(todo, partitions)
+        context.log.info(f"{len(todo)} day(s) with images missing embeddings, in {len(ranges)} range(s)")
+        return dg.SensorResult(run_requests=[range_request(a, b, None, "missing embeddings") for a, b in ranges])
+
+    return [new_product_images_sensor, missing_embeddings_sensor]
