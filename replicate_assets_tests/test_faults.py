@@ -5,6 +5,7 @@ clip_embedding_outcomes and in the emulator's request log.
 """
 
 import json
+import socket
 
 import dagster as dg
 import pytest
@@ -318,3 +319,37 @@ def test_all_faults_at_once_end_with_every_good_image_embedded_exactly_once(
     assert per_image == []
     rows = outcomes(sqlite_url)
     assert all(rows[i].status == "failed" and rows[i].error for i in shop.broken)
+
+
+# -- Replicate unreachable: the images stay pending, the run fails and says where --------------------------------------
+
+
+def closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"  # nothing listens once the socket is closed
+
+
+@pytest.mark.parametrize(
+    "base_url, reason",
+    [
+        (closed_port, "connection refused"),
+        (lambda: "https://replicate.invalid/v1", "the host name does not resolve (DNS)"),
+    ],
+    ids=["closed-port", "dns"],
+)
+def test_an_unreachable_api_leaves_the_images_pending_and_retries_the_step(
+    sqlite_url, shop, image_server, fresh_emulator, tmp_path, base_url, reason
+):
+    url = base_url()
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    resources["replicate"] = type(resources["replicate"])(api_token="r8_test", base_url=url, backoff_seconds=0.01)
+    result = materialize_chain(resources, first=DAYS[0], last=DAYS[-1], raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("clip_embeddings").user_failure_data.description
+    assert f"Replicate at {url} failed 4 times in a row" in failure and reason in failure
+    assert "the images stay pending" in failure
+    assert retries(result, "clip_embeddings") == 3  # the RetryPolicy waited and tried again, three times
+    rows = outcomes(sqlite_url).values()
+    sendable = [row for row in rows if row.status != "failed"]
+    assert sendable and all(row.status == "pending" and row.attempts == 0 for row in sendable)

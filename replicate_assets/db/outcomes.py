@@ -182,8 +182,9 @@ class OutcomeStore:
         ttl: dt.timedelta,
         dead_processes: Iterable[str] = (),
     ) -> set[int]:
-        """Claim the pending images `ids` for `owner`: those unclaimed, claimed by `owner` already, whose claim
-        expired, or held by a process known to be dead. Returns the ids `owner` now holds."""
+        """Claim the pending images `ids` for `owner`, with every pending image that shares one of their URLs (an
+        URL is paid for once, by the run that holds all its rows): those unclaimed, claimed by `owner` already,
+        whose claim expired, or held by a process known to be dead. Returns the ids of `ids` `owner` now holds."""
         ids, dead = list(ids), sorted(set(dead_processes))
         if not ids:
             return set()
@@ -191,15 +192,20 @@ class OutcomeStore:
         free = [o.c.claimed_by.is_(None), o.c.claimed_by == owner, o.c.claim_expires_at < now]
         if dead:
             free.append(o.c.claim_process.in_(dead))
-        mine = [o.c.model == model, o.c.product_image_id.in_(ids), o.c.status == PENDING]
+        pending = [o.c.model == model, o.c.status == PENDING]
+        hashes = sa.select(o.c.url_hash).where(o.c.model == model, o.c.product_image_id.in_(ids))
+        if self.schema.dialect == "mysql":  # MySQL cannot read the table it updates in a subquery
+            hashes = sa.select(hashes.subquery().c.url_hash)
 
         def work(conn: sa.Connection) -> set[int]:
             conn.execute(
                 sa.update(o)
-                .where(*mine, sa.or_(*free))
+                .where(*pending, sa.or_(o.c.product_image_id.in_(ids), o.c.url_hash.in_(hashes)), sa.or_(*free))
                 .values(claimed_by=owner, claim_process=process, claim_expires_at=now + ttl, sent_at=now)
             )
-            held = sa.select(o.c.product_image_id).where(*mine, o.c.claimed_by == owner)
+            held = sa.select(o.c.product_image_id).where(
+                *pending, o.c.product_image_id.in_(ids), o.c.claimed_by == owner
+            )
             return {row[0] for row in conn.execute(held)}
 
         return in_transaction(self.engine, work)
@@ -266,7 +272,12 @@ class OutcomeStore:
                 o.c.image_url == sa.bindparam("key_url", type_=sa.Text),
             )
             .values(
-                {**{c: sa.bindparam(f"new_{c}", type_=o.c[c].type) for c in columns}, **dict.fromkeys(CLAIM_COLUMNS)}
+                {
+                    **{c: sa.bindparam(f"new_{c}", type_=o.c[c].type) for c in columns},
+                    **dict.fromkeys(CLAIM_COLUMNS),
+                    # A result settles what was sent; an image left pending may still have a prediction running.
+                    "sent_at": sa.case((sa.bindparam("new_status") == PENDING, o.c.sent_at), else_=None),
+                }
             )
         )
         now = utcnow()
@@ -310,7 +321,7 @@ class OutcomeStore:
             conn.execute(
                 sa.update(o)
                 .where(retryable)
-                .values(status=PENDING, attempts=0, updated_at=utcnow(), **dict.fromkeys(CLAIM_COLUMNS))
+                .values(status=PENDING, attempts=0, updated_at=utcnow(), sent_at=None, **dict.fromkeys(CLAIM_COLUMNS))
             )
             return sorted(days)
 

@@ -190,10 +190,21 @@ class Schema:
         return [t.name for t in (self.outcomes, self.embeddings) if t.name not in existing]
 
     def migrate(self) -> list[str]:
-        """Create our tables, and the columns newer versions added, where missing; idempotent.
+        """Create our tables, and the columns newer versions added, where missing; idempotent, and safe when two
+        runs start at once (what the other created first is taken as created). Returns what it created
+        ("table" or "table.column")."""
+        for attempt in range(3):
+            try:
+                created = self._create_missing()
+                break
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as err:
+                # PostgreSQL reports a table created meanwhile as a duplicate pg_type row, MySQL as error 1050.
+                if attempt == 2 or not any(mark in str(err.orig).lower() for mark in ("already exists", "duplicate")):
+                    raise
+        self._ready = True
+        return created
 
-        Returns what it created ("table" or "table.column").
-        """
+    def _create_missing(self) -> list[str]:
         created = self.missing_tables()
         self.metadata.create_all(self.engine, tables=[self.outcomes, self.embeddings], checkfirst=True)
         inspector = sa.inspect(self.engine)
@@ -205,7 +216,6 @@ class Schema:
                         kind = column.type.compile(dialect=self.engine.dialect)
                         conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
                         created.append(f"{table.name}.{column.name}")
-        self._ready = True
         return created
 
     def ensure_tables(self) -> None:

@@ -43,7 +43,7 @@ class EmbeddingRun:
         self.secrets = secrets
         self.process = process_identity()
         self.waiting: dict[str, list[Any]] = {}  # URL in flight -> the rows that want its embedding
-        self.completed: dict[str, ImageOutcome] = {}  # outcomes not yet written, by URL
+        self.completed: dict[str, ImageOutcome] = {}  # outcomes since the current page began, by URL
         self.buffer: list[tuple[Any, ImageOutcome]] = []
         self.counts = {INDEXED: 0, FAILED: 0, "left_pending": 0, "reused": 0, "adopted": 0, "claimed_elsewhere": 0}
         self.billed_seconds = 0.0
@@ -110,6 +110,10 @@ class EmbeddingRun:
         self.total = Reports(self.outcomes.schema).window_summary(window, self.model)[PENDING]
         self.log.info(f"{self.total} images pending for {self.model}")
         for page in self.outcomes.pending_pages(window, self.model, self.chunk_size):
+            # What completed so far becomes durable first, so the lookup of embeddings already paid for sees it;
+            # only then may the outcomes kept for reuse be dropped (never in the middle of a page).
+            self.flush()
+            self.completed.clear()
             page = self._claim(page)
             known = self.outcomes.known_embeddings(self.model, {row.image_url for row in page})
             for row in page:
@@ -154,7 +158,6 @@ class EmbeddingRun:
             self.log.info("\n".join(lines))
         self.done += len(self.buffer)
         self.buffer.clear()
-        self.completed.clear()
         self._report_progress()
 
     def _change(self, row: Any, outcome: ImageOutcome, lines: list[str]) -> dict[str, Any]:

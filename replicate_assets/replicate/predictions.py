@@ -96,6 +96,8 @@ class Predictions:
             except ReplicateConfigError:
                 self.stats.add("refused")
                 raise
+            except ReplicateUnavailableError:
+                raise
             except ReplicateError as err:
                 if err.status == 422:
                     self.accepted.set()  # the account works: this input is what Replicate refused

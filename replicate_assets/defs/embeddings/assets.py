@@ -5,14 +5,26 @@ bounded by the chunk: rows are streamed page by page and outcomes are written ch
 built by `build_assets` because their partitions start at a configured date.
 """
 
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
 from replicate_assets.chain import CHAIN_KEYS, materialize_command, shell_line
-from replicate_assets.db import FAILED, INDEXED, PENDING, EmbeddingStore, OutcomeStore, Reports, Window, as_instant
+from replicate_assets.db import (
+    FAILED,
+    INDEXED,
+    PENDING,
+    CatalogueError,
+    EmbeddingStore,
+    OutcomeStore,
+    Reports,
+    Window,
+    as_instant,
+)
 from replicate_assets.defs.partitions import single_run
 from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
 from replicate_assets.pipeline.classify import GAVE_UP, TO_EMBED, UNUSABLE, UP_TO_DATE, classify
@@ -29,6 +41,16 @@ PUBLISH_PAGE = 1000
 
 class Interrupted(Exception):
     """The step was told to stop (Ctrl-C, SIGTERM, a canceled run) and stored what it had."""
+
+
+@contextlib.contextmanager
+def fix_first() -> Iterator[None]:
+    """A setting or a shop that no retry can help (no token, an unknown model, a missing column) fails the step
+    at once with its one-line message."""
+    try:
+        yield
+    except (ReplicateConfigError, CatalogueError) as err:
+        raise dg.Failure(description=redact(str(err)), allow_retries=False) from None
 
 
 def window_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Window:
@@ -116,8 +138,9 @@ def find_images(
     policy: EmbeddingPolicy,
     progress_log: ProgressLog,
 ) -> dg.MaterializeResult:
-    schema = shop.schema()
-    outcomes, window, model = OutcomeStore(schema), window_of(context), replicate.spec.reference
+    with fix_first():
+        schema, model = shop.schema(), replicate.spec.reference
+    outcomes, window = OutcomeStore(schema), window_of(context)
     marked: Counter[str] = Counter()
     for page in outcomes.window_images(window, model, policy.chunk_size):
         new, reset, lines = [], [], []
@@ -162,9 +185,11 @@ def embed_window(
     progress_log: ProgressLog,
 ) -> dg.MaterializeResult:
     require_upstream(context)
-    schema = shop.schema()
+    with fix_first():
+        schema = shop.schema()
     window = window_of(context)
-    client = replicate.get_client()
+    with fix_first():
+        client = replicate.get_client()
     model = client.spec.reference
     run = EmbeddingRun(
         context.log,
@@ -286,8 +311,9 @@ def require_upstream(context: dg.AssetExecutionContext) -> None:
 def publish_window(
     context: dg.AssetExecutionContext, shop: ShopDatabase, replicate: ReplicateResource
 ) -> dg.MaterializeResult:
-    schema = shop.schema()
-    window, model = window_of(context), replicate.spec.reference
+    with fix_first():
+        schema, model = shop.schema(), replicate.spec.reference
+    window = window_of(context)
     written, started = 0, time.monotonic()
     for count in EmbeddingStore(schema).publish(window, model, PUBLISH_PAGE):
         written += count
