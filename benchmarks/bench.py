@@ -44,7 +44,9 @@ class SyntheticImages:
         return b"\x89PNG-benchmark-image-" + key.encode()
 
 
-def _serve(pipe, latency, jitter, creates_per_minute, burst):
+def _serve(pipe, latency, jitter, creates_per_minute, burst, log_requests):
+    from collections import Counter
+
     from replicate_assets.testing.emulator import Emulator
     from replicate_assets.testing.sample_shop import ImageServer
 
@@ -55,26 +57,33 @@ def _serve(pipe, latency, jitter, creates_per_minute, burst):
         creates_per_minute=creates_per_minute,
         burst=burst,
         token=TOKEN,
-        log_requests=False,  # nothing here reads it; a long case would hold every request
+        log_requests=log_requests,  # off unless a case counts requests: a long case would hold every request
     ).start()
     pipe.send((emulator.base_url, images.base_url))
-    pipe.recv()
+    while pipe.recv() == "requests":
+        answers = Counter(r["status"] for r in emulator.creates())
+        pipe.send({"per_input": emulator.creates_per_input(), "answers": dict(answers)})
 
 
 class Servers:
     """The emulator and image server in a child process, for the `with` block."""
 
-    def __init__(self, latency=0.0, jitter=0.0, creates_per_minute=None, burst=10):
+    def __init__(self, latency=0.0, jitter=0.0, creates_per_minute=None, burst=10, log_requests=False):
         context = multiprocessing.get_context("spawn")
         self.pipe, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child, latency, jitter, creates_per_minute, burst), daemon=True
+            target=_serve, args=(child, latency, jitter, creates_per_minute, burst, log_requests), daemon=True
         )
 
     def __enter__(self):
         self.process.start()
         self.base_url, self.images_url = self.pipe.recv()
         return self
+
+    def requests(self) -> dict:
+        """Accepted creates per input, and create answers by status (needs log_requests=True)."""
+        self.pipe.send("requests")
+        return self.pipe.recv()
 
     def __exit__(self, *exc):
         self.pipe.send("stop")
@@ -86,7 +95,7 @@ class Servers:
 # -- a shop and a real Dagster run on SQLite ----------------------------------------------------------------------
 
 
-def build_shop(url: str, images: int, days: int) -> tuple[str, str]:
+def build_shop(url: str, images: int, days: int, prefix: str = "") -> tuple[str, str]:
     """A shop with `images` images over `days` days from START, inserted in bulk; returns the partition range."""
     from replicate_assets.db import engine_for
     from replicate_assets.testing.sample_shop import create_shop_tables, shop_metadata
@@ -104,7 +113,13 @@ def build_shop(url: str, images: int, days: int) -> tuple[str, str]:
         for n in range(1, images + 1):
             created = stamp + dt.timedelta(days=(n - 1) * days // images)
             rows.append(
-                {"id": n, "product_id": n // 2 + 1, "path": f"b/{n}.png", "created_at": created, "updated_at": created}
+                {
+                    "id": n,
+                    "product_id": n // 2 + 1,
+                    "path": f"b/{prefix}{n}.png",
+                    "created_at": created,
+                    "updated_at": created,
+                }
             )
             if len(rows) == 10_000:
                 conn.execute(tables["product_images"].insert(), rows)
@@ -486,6 +501,98 @@ def case_backfill(scale: float, state: dict) -> list[dict]:
     ]
 
 
+def cli_env(servers: Servers, shop_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user's `dagster asset materialize` against the benchmark's servers."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": shop_url,
+        "IMAGE_BASE_URL": servers.images_url,
+        "REPLICATE_BASE_URL": servers.base_url,
+        "REPLICATE_API_TOKEN": TOKEN,
+        "REPLICATE_EMBEDDINGS_LOG": str(home / "p.log"),
+        **extra,
+    }
+
+
+def case_resume(scale: float, state: dict) -> list[dict]:
+    """kill -9 at several moments, then a second run: creates per image over both runs, and what resuming cost."""
+    import dagster as dg
+
+    from replicate_assets.chain import materialize_command
+
+    images, rows = 400, []
+    for fraction in (0.1, 0.5, 0.9):
+        work = Path(tempfile.mkdtemp(prefix="bench-resume-"))
+        shop_url = f"sqlite:///{work / 'shop.db'}"
+        home = work / "home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+        latency = 1.0 / scale
+        with Servers(latency=latency, jitter=latency / 2, creates_per_minute=600 * scale, log_requests=True) as s:
+            first, last = build_shop(shop_url, images, 3, prefix=f"resume-{fraction}-")
+            env = cli_env(s, shop_url, home, REPLICATE_MAX_PREDICTIONS_PER_MINUTE=str(int(600 * scale)))
+            command = materialize_command(first, last)
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=PROJECT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            while sum(s.requests()["per_input"].values()) < images * fraction and process.poll() is None:
+                time.sleep(0.02)
+            os.killpg(process.pid, 9)
+            process.wait()
+            time.sleep(latency * 2)
+            killed_at = sum(s.requests()["per_input"].values())
+            started = time.monotonic()
+            rerun = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+            wall = time.monotonic() - started
+            if rerun.returncode:
+                raise RuntimeError(rerun.stderr[-3000:])
+            per_input = s.requests()["per_input"]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            event = instance.get_latest_materialization_event(dg.AssetKey("clip_embeddings"))
+            metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        shutil.rmtree(work, ignore_errors=True)
+        per_image = sum(per_input.values()) / images
+        ok = per_image == 1.0 and len(per_input) == images
+        rows.append(
+            row(
+                "resume",
+                f"kill -9 after {killed_at} of {images} creates ({fraction:.0%}), then the same command again",
+                f"{per_image:.2f} creates per image ({len(per_input)} images); the re-run took over "
+                f"{metadata['predictions_taken_over']} predictions with {metadata['prediction_list_requests']} list "
+                f"requests in {metadata['resume_seconds']:.2f} s (whole re-run {wall:.1f} s)",
+                "1.00 creates per image",
+                ok,
+            )
+        )
+    return rows
+
+
+def case_throttled(scale: float, state: dict) -> list[dict]:
+    """An account with little credit: 6 creates a minute, bursts of one (x scale), the client set to 600 a minute."""
+    limit = 6 * scale
+    with Servers(latency=1.0 / scale, creates_per_minute=limit, burst=1, log_requests=True) as s:
+        run = run_pipeline(s, 30, max_predictions_per_minute=600)
+        answers = s.requests()["answers"]
+    created, refused = answers.get(201, 0), answers.get(429, 0)
+    rate = run["images_per_second"] / (limit / 60)
+    return [
+        row(
+            "throttled",
+            f"6 creates/min, bursts of one (x{scale:g}: {limit:g}/min), 30 images, client limit 600/min",
+            f"{refused} of {created + refused} creates answered 429 ({refused / max(created, 1):.0%} of the "
+            f"predictions); {rate:.2f} of the account's limit",
+            "429s <= 25% of predictions",
+            refused <= created / 4,
+        )
+    ]
+
+
 def row(case, setting, measured, target, ok) -> dict:
     return {"case": case, "setting": setting, "measured": measured, "target": target, "met": "yes" if ok else "NO"}
 
@@ -498,6 +605,8 @@ CASES = {
     "writes": case_writes,
     "memory": case_memory,
     "backfill": case_backfill,
+    "resume": case_resume,
+    "throttled": case_throttled,
 }
 
 

@@ -205,3 +205,65 @@ def test_request_log_counts_creates_per_input(fresh_emulator, served):
             timeout=5,
         )
     assert fresh_emulator.creates_per_input() == {served[0]: 2}
+
+
+def test_the_list_is_newest_first_paged_bounded_and_loses_data_after_the_retention(fresh_emulator, served):
+    def create(text: str) -> dict:
+        return requests.post(
+            f"{fresh_emulator.base_url}/models/openai/clip/predictions",
+            json={"input": {"text": text}},
+            headers={**AUTH, "Prefer": "wait"},
+            timeout=10,
+        ).json()
+
+    made = [create(f"query {n}") for n in range(130)]
+    first = requests.get(f"{fresh_emulator.base_url}/predictions", headers=AUTH, timeout=5).json()
+    assert [p["id"] for p in first["results"]] == [p["id"] for p in reversed(made)][:100]
+    assert first["results"][0]["input"] == {"text": "query 129"} and first["results"][0]["output"]["embedding"]
+    second = requests.get(first["next"], headers=AUTH, timeout=5).json()
+    assert [p["id"] for p in second["results"]] == [p["id"] for p in reversed(made)][100:]
+    assert second["next"] is None
+    # created_after / created_before bound the list; the next link keeps the bound
+    after = made[119]["created_at"]
+    bounded = requests.get(
+        f"{fresh_emulator.base_url}/predictions", params={"created_after": after}, headers=AUTH, timeout=5
+    ).json()
+    assert [p["id"] for p in bounded["results"]] == [p["id"] for p in reversed(made[120:])]
+    before = requests.get(
+        f"{fresh_emulator.base_url}/predictions",
+        params={"created_before": made[5]["created_at"]},
+        headers=AUTH,
+        timeout=5,
+    ).json()
+    assert [p["id"] for p in before["results"]] == [p["id"] for p in reversed(made[:5])]
+    # after the retention, listed predictions keep their id and status but lose input and output
+    fresh_emulator.retention = 0.0
+    removed = requests.get(f"{fresh_emulator.base_url}/predictions", headers=AUTH, timeout=5).json()["results"][0]
+    assert removed["status"] == "succeeded" and removed["data_removed"] is True
+    assert removed["input"] == {} and removed["output"] is None
+
+
+def test_rate_limit_headers_say_what_is_left(served):
+    with Emulator(creates_per_minute=6, burst=1) as throttled:
+        accepted = requests.post(
+            f"{throttled.base_url}/models/openai/clip/predictions",
+            json={"input": {"text": "a"}},
+            headers=AUTH,
+            timeout=5,
+        )
+        refused = requests.post(
+            f"{throttled.base_url}/models/openai/clip/predictions",
+            json={"input": {"text": "b"}},
+            headers=AUTH,
+            timeout=5,
+        )
+    assert accepted.status_code == 201 and accepted.headers["ratelimit-remaining"] == "0"
+    assert accepted.headers["ratelimit-reset"] == "10"  # 6 a minute: the bucket is full again in 10 s
+    assert refused.status_code == 429 and refused.json()["retry_after"] == 10
+
+
+def test_versions_are_checked(fresh_emulator):
+    version = MODELS["krthr/clip-embeddings"].version
+    base = f"{fresh_emulator.base_url}/models/krthr/clip-embeddings/versions"
+    assert requests.get(f"{base}/{version}", headers=AUTH, timeout=5).json()["id"] == version
+    assert requests.get(f"{base}/{'0' * 64}", headers=AUTH, timeout=5).status_code == 404
