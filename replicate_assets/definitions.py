@@ -7,17 +7,18 @@ location; a bad setting then stops the load with one line naming the variable.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
 from replicate_assets.defs.embeddings.assets import build_assets
-from replicate_assets.defs.embeddings.checks import CHECKS
+from replicate_assets.defs.embeddings.checks import build_checks
 from replicate_assets.defs.embeddings.sensors import build_sensors
 from replicate_assets.defs.partitions import daily_partitions
 from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
-from replicate_assets.settings import Settings
+from replicate_assets.settings import Settings, SettingsError
 
 
 def secret(name: str, environ: Mapping[str, str], default: Any = None) -> Any:
@@ -56,7 +57,7 @@ def build_definitions(settings: Settings, environ: Mapping[str, str] = os.enviro
     partitions = daily_partitions(settings.start_date)
     return dg.Definitions(
         assets=build_assets(partitions, settings.retry_delay_seconds),
-        asset_checks=CHECKS,
+        asset_checks=build_checks(partitions),
         sensors=build_sensors(partitions),
         # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of
         # start-up per step and check (BENCHMARKS.md item 7).
@@ -67,4 +68,14 @@ def build_definitions(settings: Settings, environ: Mapping[str, str] = os.enviro
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(Settings.from_env())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        # One line that names the variable and the fix. A code server (`dagster dev`, the webserver) raises it
+        # too, so the UI shows it where the location failed to load; a command (`dagster asset materialize`)
+        # prints it and exits, without a traceback.
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if sys.argv[1:3] == ["api", "grpc"]:
+            raise
+        raise SystemExit(2) from None
+    return build_definitions(settings)

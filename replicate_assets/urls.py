@@ -64,8 +64,10 @@ def shown(url: str) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return url.split("?")[0].split("#")[0]
-    netloc = f"{'[' + host + ']' if ':' in host else host}{port}" if parts.netloc else ""
     rest = "?…" if parts.query else ""
+    if not parts.netloc:  # sqlite:///path keeps its three slashes (urlunsplit would drop two)
+        return f"{parts.scheme}://{parts.path}{rest}" if "://" in url else url.split("?")[0].split("#")[0] + rest
+    netloc = f"{'[' + host + ']' if ':' in host else host}{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + rest
 
 
@@ -74,4 +76,11 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return URL_IN_TEXT.sub(lambda match: shown(match.group(0)), text)
+    return URL_IN_TEXT.sub(_shown_in_text, text)
+
+
+def _shown_in_text(match: re.Match) -> str:
+    """A URL found in text, shown; punctuation that ends the sentence (`url: reason`) stays after it."""
+    found = match.group(0)
+    url = found.rstrip(".,;:!?)]}")
+    return shown(url) + found[len(url) :]

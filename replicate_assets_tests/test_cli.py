@@ -11,7 +11,10 @@ from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materiali
 
 from replicate_assets.chain import SELECTION
 from replicate_assets.db import engine_for
+from replicate_assets.testing.emulator import Faults
 from replicate_assets.testing.sample_shop import build_sample_shop
+
+MATERIALIZE_DAY = ["asset", "materialize", "-m", "replicate_assets", "--select", SELECTION, "--partition", DAYS[0]]
 
 
 @pytest.fixture
@@ -148,3 +151,99 @@ def test_failed_lists_reasons_and_retry_failed_reruns_their_days(
     assert "dagster asset materialize" in retried.stdout
     assert dead in embedded_images(sqlite_url)
     del image_server.images["products/5/missing.png"]
+
+
+# -- one clear line, never a traceback --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value, line",
+    [
+        (
+            "REPLICATE_CHUNK_SIZE",
+            "abc",
+            "error: REPLICATE_CHUNK_SIZE='abc' must be a positive whole number (default 50)",
+        ),
+        (
+            "PRODUCT_IMAGES_START_DATE",
+            "15/01/2025",
+            "error: PRODUCT_IMAGES_START_DATE='15/01/2025' is not a date: use YYYY-MM-DD, e.g. 2024-01-01",
+        ),
+        (
+            "IMAGE_BASE_URL",
+            "ftp://files.example/storage",
+            "error: IMAGE_BASE_URL='ftp://files.example/storage' is not an http(s) URL: set it to e.g. "
+            "https://host/path",
+        ),
+        (
+            "DATABASE_URL",
+            "oracle://scott:tiger@db/shop",
+            "error: DATABASE_URL uses oracle://, which is not supported: use e.g. mysql+pymysql://user:pass@host/shop, "
+            "postgresql+psycopg2://user@host/shop or sqlite:///shop.db",
+        ),
+        (
+            "REPLICATE_BASE_URL",
+            "http://localhost:eighty/v1",
+            "error: REPLICATE_BASE_URL='http://localhost:eighty/v1' has a port that is not a number",
+        ),
+        (
+            "DATABASE_URL",
+            "shop:secret@db/shop",
+            "error: DATABASE_URL is not a SQLAlchemy URL (19 characters, no scheme): use e.g. "
+            "mysql+pymysql://user:pass@host/shop, postgresql+psycopg2://user@host/shop or sqlite:///shop.db",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(env, name, value, line):
+    for command in (["replicate-assets", "status"], ["dagster", *MATERIALIZE_DAY]):
+        result = run(command, {**env, name: value})
+        assert result.returncode != 0
+        assert line in result.stderr.splitlines(), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "tiger" not in result.stderr and "secret" not in result.stderr
+
+
+def test_the_package_imports_whatever_the_environment(env):
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", "import replicate_assets"],
+        env={**env, "REPLICATE_CHUNK_SIZE": "abc"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_test_connection_says_what_is_wrong_in_one_line(env, fresh_emulator):
+    fresh_emulator.set_faults(Faults(not_replicate=True))
+    html = run(["replicate-assets", "test-connection"], env)
+    assert html.returncode == 1 and "Traceback" not in html.stderr
+    assert "answered 200 with text/html, not Replicate's JSON" in html.stderr
+    fresh_emulator.set_faults(None)
+    unknown = run(
+        ["replicate-assets", "test-connection"], {**env, "REPLICATE_MODEL": "krthr/clip-embeddings:" + "0" * 64}
+    )
+    assert unknown.returncode == 1 and "answered 404" in unknown.stderr and "REPLICATE_MODEL" in unknown.stderr
+
+
+def test_limits_and_ports_are_checked(env, fresh_emulator):
+    negative = run(["replicate-assets", "failed", "--limit", "-5"], env)
+    assert negative.returncode == 2 and "'-5' is not a positive whole number" in negative.stderr
+    assert "Traceback" not in negative.stderr
+    port = fresh_emulator.server.server_address[1]  # taken
+    taken = run(["replicate-assets", "emulator", "--port", str(port)], env)
+    assert taken.returncode == 1 and f"the emulator cannot listen on port {port}" in taken.stderr
+    assert "Traceback" not in taken.stderr
+
+
+def test_read_only_commands_write_nothing(env, tmp_path, sample, sqlite_url):
+    mistyped = tmp_path / "no" / "such" / "shop.db"
+    result = run(["replicate-assets", "status"], {**env, "DATABASE_URL": f"sqlite:///{mistyped}"})
+    assert result.returncode == 1 and f"the shop database {mistyped} does not exist" in result.stderr
+    assert not (tmp_path / "no").exists()
+    status = run(["replicate-assets", "status"], env)  # a shop before any run: our tables are not made
+    assert status.returncode == 0 and "our tables do not exist" in status.stdout
+    migrate = run(["replicate-assets", "migrate"], env)
+    assert "created: clip_embedding_outcomes, product_embeddings" in migrate.stdout
+    with engine_for(sqlite_url).begin() as conn:  # an image with no created_at: counted, not a traceback
+        conn.execute(sa.text("UPDATE product_images SET created_at = NULL WHERE id = 1"))
+    again = run(["replicate-assets", "status"], env)
+    assert again.returncode == 0 and "images without created_at: 1" in again.stdout

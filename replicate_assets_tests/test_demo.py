@@ -1,10 +1,12 @@
 """The README's first command: the demo, on embedded defaults, in a fresh directory."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import sqlalchemy as sa
 
 from replicate_assets.db import engine_for
@@ -45,3 +47,8 @@ def test_demo_embeds_every_product_with_a_good_image(tmp_path):
     log = (tmp_path / "logs" / "replicate_embeddings.log").read_text()
     assert log.count("Indexed ProductImage #") == stored
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
+    # The demo's partitions start at its first day: the UI shows its 4 days, not every day since 2024.
+    first_day = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=3)).isoformat()
+    assert f"PRODUCT_IMAGES_START_DATE={first_day} dagster dev -w workspace.yaml" in result.stdout
+    with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
+        assert len(instance.get_materialized_partitions(dg.AssetKey("embedding_table"))) == 4

@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (SettingsError, CatalogueError, ReplicateError) as err:
+    except SettingsError as err:  # its message is written to show no secret, and examples of URLs
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (CatalogueError, ReplicateError) as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return 1
     except sa.exc.SQLAlchemyError as err:

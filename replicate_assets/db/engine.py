@@ -75,7 +75,8 @@ def engine_for(url: str) -> sa.Engine:
     """The engine for `url` (cached); SQLite files get WAL and a 30 s busy timeout, server sessions UTC."""
     url = normalise_url(url)
     backend = sa.make_url(url).get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: an error never echoes a row's values (a signed image URL, an embedding) into a log.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     elif backend == "postgresql":

@@ -52,9 +52,9 @@ class OutcomeStore:
         s, i, o, e, p = self.schema, self.schema.image, self.table, self.schema.embeddings, self.schema.products
         query = (
             sa.select(
-                i.id,
-                i.product_id,
-                i.path,
+                i.id.label("id"),
+                i.product_id.label("product_id"),
+                i.path.label("path"),
                 s.raw(i.updated_at).label("updated_at"),
                 p.c.id.label("product_found"),
                 o.c.status,

@@ -7,7 +7,6 @@ outcomes, no embeddings) instead of creating them.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -25,10 +24,13 @@ class Reports:
     def __init__(self, schema: Schema):
         self.schema = schema
         self.engine = schema.engine
+        self._ours_exist = False
 
-    @functools.cached_property
+    @property
     def ours_exist(self) -> bool:
-        return not self.schema.missing_tables()
+        """Whether our tables exist yet (once they do, they stay: only that answer is remembered)."""
+        self._ours_exist = self._ours_exist or not self.schema.missing_tables()
+        return self._ours_exist
 
     def window_summary(self, window: Window, model: str) -> dict[str, int]:
         """Images and products in the window, images by outcome, products with an embedding from `model`."""

@@ -8,13 +8,13 @@ down or not Replicate's); outcomes already yielded stay valid, and `drain` hands
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from replicate_assets.replicate.errors import ReplicateError, Stopped
-from replicate_assets.replicate.models import ImageOutcome, Prediction, read_output
+from replicate_assets.replicate.models import ImageOutcome, Prediction, load_failures, read_output
 from replicate_assets.replicate.predictions import group_by_prediction
 
 if TYPE_CHECKING:
@@ -86,46 +86,48 @@ class Embedder:
     def _embed_unit(self, urls: list[str]) -> list[ImageOutcome]:
         """Embed one prediction's worth of URLs; a failed batch is split to isolate the bad images."""
         try:
-            outcomes = self._predict(urls)
+            outcomes, prediction = self._predict(urls)
         except Stopped:
             return [ImageOutcome(u, error=STOPPED, left_pending=True) for u in urls]
-        failed = {o.error for o in outcomes if not o.left_pending}
-        if len(urls) > 1 and len(failed) == 1 and None not in failed and not any(o.left_pending for o in outcomes):
-            # One dead URL fails a whole clip-features batch. Drop the URLs the error names and send the
-            # rest again; if it names none, halve the batch until the bad ones stand alone.
-            error = failed.pop() or ""
-            named = named_in(error, urls)
-            if named:
-                rest = [u for u in urls if u not in named]
-                split = [ImageOutcome(u, error=error) for u in named] + (self._embed_unit(rest) if rest else [])
-            else:
-                middle = len(urls) // 2
-                split = self._embed_unit(urls[:middle]) + self._embed_unit(urls[middle:])
-            split[0].predict_time += sum(o.predict_time for o in outcomes)  # the failed batch was billed too
-            return split
-        return outcomes
+        if prediction is None or prediction.status != "failed" or not self.spec.batched:
+            return outcomes
+        # One image the model cannot load fails a whole clip-features batch. Fail the ones it names (in its logs
+        # or its error) and send the rest again; when it names none, halve the batch until the bad ones stand alone.
+        dead = load_failures(prediction, urls)
+        if len(urls) == 1:
+            return [replace(o, error=dead.get(o.url, o.error)) for o in outcomes]
+        if dead:
+            rest = [u for u in urls if u not in dead]
+            split = [ImageOutcome(u, error=why) for u, why in dead.items()] + (self._embed_unit(rest) if rest else [])
+        else:
+            middle = len(urls) // 2
+            split = self._embed_unit(urls[:middle]) + self._embed_unit(urls[middle:])
+        split[0].predict_time += sum(o.predict_time for o in outcomes)  # the failed batch was billed too
+        split[0].prediction_id = split[0].prediction_id or prediction.id
+        return split
 
-    def _predict(self, urls: list[str], retried: bool = False) -> list[ImageOutcome]:
-        """One prediction for `urls`; canceled, aborted and malformed answers are tried once more."""
+    def _predict(self, urls: list[str], retried: bool = False) -> tuple[list[ImageOutcome], Prediction | None]:
+        """One prediction for `urls`, and the prediction it ended with (None when Replicate refused the input or
+        the run stopped); canceled, aborted and malformed answers are tried once more."""
         created = self.predictions.create(urls)
         if isinstance(created, ReplicateError):  # Replicate refused this input (422)
-            return [ImageOutcome(u, error=str(created)) for u in urls]
+            return [ImageOutcome(u, error=str(created)) for u in urls], None
         prediction = created if created.terminal else self.predictions.wait(created)
         if prediction is None:
             why = f"the run was stopped while prediction {created.id} ran; the next run takes it over"
-            return [ImageOutcome(u, error=why, left_pending=True, prediction_id=created.id) for u in urls]
+            return [ImageOutcome(u, error=why, left_pending=True, prediction_id=created.id) for u in urls], None
         if prediction.status in ("canceled", "aborted"):
             if retried:
                 outcomes = [ImageOutcome(u, error=f"{prediction.failure()}, twice") for u in urls]
             else:
-                outcomes = self._predict(urls, retried=True)
+                outcomes, _ = self._predict(urls, retried=True)
         else:
             outcomes = _outcomes(prediction, urls, self.spec)
             malformed = [o.url for o in outcomes if not o.ok and prediction.status == "succeeded"]
             if malformed and not retried:
-                again = {o.url: o for o in self._predict(malformed, retried=True)}
+                again = {o.url: o for o in self._predict(malformed, retried=True)[0]}
                 outcomes = [again.get(o.url, o) for o in outcomes]
-        return _billed(outcomes, prediction)
+        return _billed(outcomes, prediction), prediction
 
     # -- predictions an earlier attempt created ------------------------------------------------------------------
 
@@ -162,10 +164,11 @@ class Embedder:
         """Outcomes from a prediction found, not created: a failure of a batch fails only the URLs it names."""
         if prediction.raw.get("data_removed") and prediction.status == "succeeded":
             return []  # its output is gone: the images must be sent again
-        if self.spec.batched and prediction.status != "succeeded" and len(urls) > 1:
-            urls = named_in(prediction.failure(), urls)  # the others were good: they are sent again
-            if not urls:
-                return []
+        if self.spec.batched and prediction.status == "failed":
+            dead = load_failures(prediction, urls)  # the others were good: they are sent again
+            if len(urls) > 1 or dead:
+                outcomes = [ImageOutcome(u, error=why) for u, why in dead.items()]
+                return [replace(o, adopted=True) for o in _billed(outcomes, prediction)]
         outcomes = _billed(_outcomes(prediction, urls, self.spec), prediction)
         for outcome in outcomes:
             outcome.adopted = True
@@ -185,11 +188,6 @@ def _billed(outcomes: list[ImageOutcome], prediction: Prediction) -> list[ImageO
     for outcome in outcomes:
         outcome.prediction_id = outcome.prediction_id or prediction.id
     return outcomes
-
-
-def named_in(error: str, urls: list[str]) -> list[str]:
-    """The URLs a batch's error message names (each as a whole URL, not a prefix of a longer one)."""
-    return [u for u in urls if re.search(re.escape(u) + r"(?=$|[\s:'\",)])", error)]
 
 
 def _batches(urls: Iterable[str], size: int) -> Iterator[list[str]]:

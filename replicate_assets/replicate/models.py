@@ -157,6 +157,11 @@ class Prediction:
         value = metrics.get("predict_time") if isinstance(metrics, dict) else None
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
+    @property
+    def logs(self) -> str:
+        value = self.raw.get("logs")
+        return value if isinstance(value, str) else ""
+
     def failure(self) -> str:
         """Why a terminal prediction that did not succeed gave nothing."""
         if self.status in ("canceled", "aborted"):
@@ -178,6 +183,24 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
         return dt.datetime.fromisoformat(f"{base}.{micros}{zone}").astimezone(dt.timezone.utc)
     except ValueError:
         return None
+
+
+def load_failures(prediction: Prediction, urls: Sequence[str]) -> dict[str, str]:
+    """The URLs of a failed prediction that the model could not load, each with a message that says so.
+
+    clip-features logs `Failed to load URL: why` for each, then fails with the predictor's raw text (a KeyError
+    that quotes one URL, or a NameError when no image loaded at all); both are kept in the message.
+    """
+    raw = prediction.failure()
+    found: dict[str, str] = {}
+    for line in prediction.logs.splitlines():
+        url, _, why = line.removeprefix("Failed to load ").partition(": ")
+        if line.startswith("Failed to load ") and url in urls:
+            found[url] = f"the model could not load the image {url}: {why} (model error: {raw})"
+    for url in urls:
+        if url not in found and re.search(re.escape(url) + r"(?=$|[\s:'\",)])", raw):
+            found[url] = f"the model could not load the image {url} (model error: {raw})"
+    return found
 
 
 def read_output(prediction: Prediction, urls: Sequence[str], spec: ModelSpec) -> list[ImageOutcome]:

@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -94,7 +95,7 @@ class ImageServer:
                 pass
 
             def do_GET(self) -> None:
-                data = store.get(self.path.split("?")[0].lstrip("/"))
+                data = store.get(unquote(self.path.split("?")[0]).lstrip("/"))
                 self.send_response(200 if data else 404)
                 self.send_header("Content-Type", "image/png" if data else "text/plain")
                 body = data or b"not found"
@@ -137,6 +138,7 @@ def build_sample_shop(
     today: dt.date | None = None,
     seed: int = 7,
     timestamps: str = "naive",
+    foreign_keys: bool = True,
 ) -> SampleShop:
     """Fill a fresh shop: products with 1-3 images over `days` days ending `today`; a few images are broken.
 
@@ -144,7 +146,7 @@ def build_sample_shop(
     """
     rng = random.Random(seed)
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    create_shop_tables(engine, reset=True, timestamps=timestamps)
+    create_shop_tables(engine, reset=True, timestamps=timestamps, foreign_keys=foreign_keys)
     tables = shop_metadata(timestamps).tables
     shop = SampleShop(first_day=today - dt.timedelta(days=days - 1), last_day=today)
     product_rows, image_rows = [], []

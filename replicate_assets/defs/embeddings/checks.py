@@ -1,5 +1,6 @@
 """Asset checks: what the Laravel version's monitoring queries showed, evaluated after every run."""
 
+import datetime as dt
 from collections import Counter
 
 import dagster as dg
@@ -86,30 +87,54 @@ def embedding_dimensions(
     )
 
 
-@dg.asset_check(
-    asset="clip_embeddings",
-    description="Images that failed for good (attempts used up, or a path that cannot be sent), with the reasons "
-    "and their counts, and images no daily partition covers. Failed images are tried again when their "
-    "product_images row changes, or after `replicate-assets retry-failed`.",
-)
-def failed_images(
-    context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateResource, policy: EmbeddingPolicy
-) -> dg.AssetCheckResult:
-    reports = Reports(shop.schema())
-    window, label = checked_window(context)
-    failed = reports.failure_reasons(window, replicate.spec.reference, policy.max_attempts)
-    reasons = Counter(row.error or "unknown" for row in failed)  # stored without query strings
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{len(failed)} images in {label} failed for good" if failed else None,
-        metadata={
-            "failed_images": len(failed),
-            "reasons": dg.MetadataValue.json(dict(reasons.most_common(10))),
-            "first_image_ids": dg.MetadataValue.json([row.product_image_id for row in failed[:FIRST_IDS]]),
-            "max_attempts": policy.max_attempts,
-        },
+def uncovered_images(reports: Reports, partitions: dg.TimeWindowPartitionsDefinition) -> dict[str, int]:
+    """Images no partition covers (before the first day, after the last, no created_at), by kind."""
+    first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    if first is None or last is None:
+        return {}
+    return reports.uncovered(dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+
+
+UNCOVERED_FIX = {
+    "before_start": "created before PRODUCT_IMAGES_START_DATE: move the start date back to cover them",
+    "in_the_future": "created_at after today: fix the rows (they are embedded when their day comes)",
+    "without_created_at": "created_at is NULL: set it on those rows",
+}
+
+
+def build_checks(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    """The three checks; `failed_images` also counts the images `partitions` does not cover."""
+
+    @dg.asset_check(
+        asset="clip_embeddings",
+        description="Images that failed for good (attempts used up, or a path that cannot be sent), with the "
+        "reasons and their counts, and images no daily partition covers (with what to do). Failed images are "
+        "tried again when their product_images row changes, or after `replicate-assets retry-failed`.",
     )
+    def failed_images(
+        context: dg.AssetCheckExecutionContext,
+        shop: ShopDatabase,
+        replicate: ReplicateResource,
+        policy: EmbeddingPolicy,
+    ) -> dg.AssetCheckResult:
+        reports = Reports(shop.schema())
+        window, label = checked_window(context)
+        failed = reports.failure_reasons(window, replicate.spec.reference, policy.max_attempts)
+        reasons = Counter(row.error or "unknown" for row in failed)  # stored without query strings
+        uncovered = uncovered_images(reports, partitions)
+        fixes = {kind: UNCOVERED_FIX[kind] for kind, count in uncovered.items() if count}
+        return dg.AssetCheckResult(
+            passed=not failed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{len(failed)} images in {label} failed for good" if failed else None,
+            metadata={
+                "failed_images": len(failed),
+                "reasons": dg.MetadataValue.json(dict(reasons.most_common(10))),
+                "first_image_ids": dg.MetadataValue.json([row.product_image_id for row in failed[:FIRST_IDS]]),
+                "max_attempts": policy.max_attempts,
+                **{f"images_{kind}": count for kind, count in uncovered.items()},
+                "uncovered_images_what_to_do": dg.MetadataValue.json(fixes),
+            },
+        )
 
-
-CHECKS = [products_without_embeddings, embedding_dimensions, failed_images]
+    return [products_without_embeddings, embedding_dimensions, failed_images]

@@ -12,6 +12,7 @@ import dagster as dg
 from replicate_assets.chain import day_ranges
 from replicate_assets.db import Reports, utcnow
 from replicate_assets.defs.embeddings.assets import CHAIN
+from replicate_assets.defs.embeddings.checks import UNCOVERED_FIX, uncovered_images
 from replicate_assets.defs.resources import EmbeddingPolicy, ReplicateResource, ShopDatabase
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -31,6 +32,11 @@ def partition_ranges(days: Iterable[dt.date], partitions: dg.TimeWindowPartition
     if first_key is None or last_key is None:
         return []
     return day_ranges(days, dt.date.fromisoformat(first_key), dt.date.fromisoformat(last_key))
+
+
+def _inside(day: dt.date, partitions: dg.TimeWindowPartitionsDefinition) -> bool:
+    first, last = partitions.get_first_partition_key(), partitions.get_last_partition_key()
+    return bool(first and last) and first <= day.isoformat() <= last
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -76,7 +82,14 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
             return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed product images"))
         last_id, _, last_updated = rows[-1]
         cursor = json.dumps({"updated_at": last_updated.isoformat(), "id": last_id})
-        ranges = partition_ranges((created.date() for _, created, _ in rows if created is not None), partitions)
+        days = [created.date() if created else None for _, created, _ in rows]
+        ranges = partition_ranges((day for day in days if day), partitions)
+        outside = sum(1 for day in days if day is None or not _inside(day, partitions))
+        if outside:
+            context.log.warning(
+                f"{outside} new or changed images fall on no partition (before PRODUCT_IMAGES_START_DATE, in the "
+                "future, or without created_at): `replicate-assets status` says which, and what to do"
+            )
         context.log.info(f"{len(rows)} new or changed images in {len(ranges)} range(s) of days")
         requests = [range_request(a, b, f"new-images:{cursor}:{a}...{b}", "new images") for a, b in ranges]
         return dg.SensorResult(run_requests=requests, cursor=cursor)
@@ -91,9 +104,13 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
     def missing_embeddings_sensor(
         context: dg.SensorEvaluationContext, shop: ShopDatabase, replicate: ReplicateResource, policy: EmbeddingPolicy
     ) -> dg.SensorResult:
-        days = Reports(shop.schema()).days_needing_work(
+        reports = Reports(shop.schema())
+        days = reports.days_needing_work(
             replicate.spec.reference, policy.max_attempts, policy.retry_delay_seconds, utcnow()
         )
+        for kind, count in uncovered_images(reports, partitions).items():
+            if count:
+                context.log.warning(f"{count} images no partition covers: {UNCOVERED_FIX[kind]}")
         busy = partitions_in_flight(context.instance, partitions)
         todo = {day for day in days if day.isoformat() not in busy}
         if not todo:

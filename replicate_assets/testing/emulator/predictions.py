@@ -46,6 +46,7 @@ class Prediction:
     fault: str | None = None
     sparse: bool = False
     data_removed: bool = False
+    logs: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -64,7 +65,7 @@ class Prediction:
             "model": self.model,
             "version": self.version,
             "input": self.input,
-            "logs": "",
+            "logs": self.logs,
             "output": self.output,
             "data_removed": self.data_removed,
             "error": self.error,

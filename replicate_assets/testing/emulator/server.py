@@ -194,6 +194,7 @@ class Emulator:
                     prediction.status, prediction.started_at = "processing", iso(time.time())
             if now >= prediction.ready_at + self.retention and not prediction.running:
                 prediction.input, prediction.output, prediction.data_removed = {}, None, True
+                prediction.logs = ""
 
     def cancel(self, prediction: Prediction) -> None:
         with prediction.lock:
@@ -260,11 +261,7 @@ class Emulator:
             return
         try:
             if prediction.model == "andreasjansson/clip-features":
-                lines = [line for line in prediction.input["inputs"].split("\n") if line.strip()]
-                prediction.output = [
-                    {"input": line, "embedding": self._vector(line, line.startswith(URL_LINE))}
-                    for line in dict.fromkeys(lines)
-                ]
+                self._run_batch(prediction)
             else:
                 image = prediction.input.get("image")
                 item = image if image else prediction.input["text"]
@@ -273,9 +270,32 @@ class Emulator:
         except (ValueError, requests.RequestException) as err:
             prediction.status, prediction.error = "failed", str(err)
             if self.faults_for(prediction.model, 0).vague_errors:
-                prediction.error = "Prediction failed."
+                prediction.error, prediction.logs = "Prediction failed.", ""
         if prediction.fault == "malformed" and prediction.status == "succeeded":
             prediction.output = self._malformed(prediction.output)
+
+    def _run_batch(self, prediction: Prediction) -> None:
+        """clip-features as its predictor behaves: an image it cannot load is logged ("Failed to load URL: why")
+        and then fails the whole prediction with a KeyError naming the URL; when no image loaded at all, with a
+        NameError (a typo in the predictor) that names none."""
+        lines = [line.strip() for line in prediction.input["inputs"].strip().splitlines() if line.strip()]
+        vectors, logs, images, failed = {}, [], 0, []
+        for line in dict.fromkeys(lines):
+            if not line.startswith(URL_LINE):
+                vectors[line] = self._vector(line, False)
+                continue
+            logs.append(f"Downloading {line}")
+            try:
+                vectors[line] = self._vector(line, True)
+                images += 1
+            except (ValueError, requests.RequestException) as err:
+                logs.append(f"Failed to load {line}: cannot identify image file ({err})")
+                failed.append(line)
+        prediction.logs = "\n".join(logs) + "\n"
+        if failed:
+            no_image = images == 0
+            raise ValueError("name 'image_outputs' is not defined" if no_image else repr(failed[0]))
+        prediction.output = [{"input": line, "embedding": vectors[line]} for line in dict.fromkeys(lines)]
 
     def _malformed(self, output: Any) -> Any:
         with self.lock:

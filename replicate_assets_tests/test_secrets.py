@@ -1,0 +1,108 @@
+"""Secrets never leave: the token, the database password and signed URLs' signatures reach no log, no file, no
+event, no error and no UI; a URL shown anywhere has no credentials and no query string."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from conftest import DAYS, PROJECT, TODAY, drop_server_database, run, server_database
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._serdes import serialize_value
+
+from replicate_assets.chain import materialize_command
+from replicate_assets.db import engine_for
+from replicate_assets.definitions import build_definitions
+from replicate_assets.settings import Settings
+from replicate_assets.testing.emulator import Faults
+from replicate_assets.testing.sample_shop import build_sample_shop, png
+from replicate_assets.urls import redact, shown
+
+MATERIALIZE = ["dagster", *materialize_command(DAYS[0], DAYS[-1])[1:]]
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("https://bucket.s3.amazonaws.com/a.jpg?X-Amz-Credential=AKIA/x&X-Amz-Signature=S3SIG", "S3SIG"),
+        ("https://storage.googleapis.com/b/a.jpg?X-Goog-Algorithm=x&X-Goog-Signature=GCSSIG", "GCSSIG"),
+        ("https://acct.blob.core.windows.net/c/a.jpg?sv=2020-08-04&st=2025-01-01T00:00:00Z&sig=AZSIG", "AZSIG"),
+        ("https://user:HUNTER2@cdn.shop.example/a.jpg", "HUNTER2"),
+        ("HTTP://CDN.SHOP.EXAMPLE/a.jpg?token=UPPERSIG", "UPPERSIG"),
+        ("postgresql+psycopg2://shop:DBPASS@db.internal:5432/shop", "DBPASS"),
+    ],
+    ids=["s3", "gcs", "azure-sas", "userinfo", "uppercase", "database"],
+)
+def test_urls_are_shown_without_credentials(text, secret):
+    message = f"Failed to download image from {text}: HTTP 404 (attempt 1)"
+    shown_text = redact(message)
+    assert secret not in shown_text
+    assert shown_text.startswith("Failed to download image from ") and shown_text.endswith(": HTTP 404 (attempt 1)")
+    assert "a.jpg" in shown(text) or "shop" in shown(text)
+
+
+def test_the_database_password_is_an_env_var_in_the_ui(monkeypatch):
+    url = "postgresql+psycopg2://shop:DBPASS123@db.internal:5432/shop"
+    environ = {"DATABASE_URL": url, "REPLICATE_API_TOKEN": "r8_SNAPSHOT_TOKEN"}
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_SNAPSHOT_TOKEN")
+    defs = build_definitions(Settings.from_env(environ), environ)
+    snapshot = serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+    assert "DATABASE_URL" in snapshot and "REPLICATE_API_TOKEN" in snapshot  # shown by name ...
+    assert "DBPASS123" not in snapshot and "r8_SNAPSHOT_TOKEN" not in snapshot  # ... never by value
+
+
+def test_a_token_with_inner_whitespace_is_refused_without_showing_it(env):
+    result = run(["replicate-assets", "test-connection"], {**env, "REPLICATE_API_TOKEN": "r8_SECRETPART other"})
+    assert result.returncode == 1
+    assert "REPLICATE_API_TOKEN holds spaces, line breaks or other characters" in result.stderr
+    assert "SECRETPART" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_nothing_a_run_leaves_holds_a_secret(env, image_server, fresh_emulator, tmp_path):
+    token = f"r8_{uuid.uuid4().hex}"  # made here, so no source file holds it
+    password = f"pw{uuid.uuid4().hex[:12]}"
+    database = server_database("postgresql")
+    parsed = sa.make_url(database)
+    shop_url = parsed.set(password=password).render_as_string(hide_password=False)  # trust auth: any password
+    signatures = [f"SIG{uuid.uuid4().hex[:10]}" for _ in range(4)]
+    fresh_emulator.token = token
+    try:
+        build_sample_shop(engine_for(database), image_server, products=20, days=3, today=TODAY)
+        image_server.images["signed/ok.png"] = png(777)
+        with engine_for(database).begin() as conn:  # signed URLs that work, that are dead, and a userinfo URL
+            for image_id, path in (
+                (1, f"{image_server.base_url}/signed/ok.png?X-Amz-Credential=a/b&X-Amz-Signature={signatures[0]}"),
+                (2, f"{image_server.base_url}/gone/a.png?X-Goog-Signature={signatures[1]}"),
+                (3, f"{image_server.base_url}/gone/b.png?sv=2020&st=2025-01-01T00:00:00Z&sig={signatures[2]}"),
+                (4, f"HTTP://user:{signatures[3]}@127.0.0.1:9/gone/c.png"),
+            ):
+                conn.execute(sa.text("UPDATE product_images SET path = :p WHERE id = :id"), {"p": path, "id": image_id})
+        env = {**env, "DATABASE_URL": shop_url, "REPLICATE_API_TOKEN": token + "\n"}  # a secret mounted from a file
+        outputs = [run(MATERIALIZE, env)]
+        assert outputs[0].returncode == 0, outputs[0].stderr[-3000:]
+        fresh_emulator.set_faults(Faults(unauthorized=True))  # a failing run: its error and its stack trace
+        outputs.append(run(MATERIALIZE, env))
+        assert outputs[1].returncode != 0
+        fresh_emulator.set_faults(Faults(server_error=1.0))
+        outputs += [run(["replicate-assets", command], env) for command in ("test-connection", "status", "failed")]
+    finally:
+        fresh_emulator.token = "r8_test_token_0123456789"
+        drop_server_database(database)
+    secrets = [token, password, *signatures]
+    leaks = [(" ".join(o.args), s) for o in outputs for s in secrets if s in o.stdout + o.stderr]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files += [p for p in PROJECT.rglob("*") if p.is_file() and ".venv" not in p.parts and p.stat().st_size < 50e6]
+    written = [(str(p), s) for p in files for s in secrets if s.encode() in p.read_bytes()]
+    assert not leaks and not written, (leaks, written)
+    assert any(p.suffix == ".db" for p in files)  # Dagster's own storage (runs, events) was searched
+    assert any("compute_logs" in p.parts or p.suffix in (".out", ".err") for p in files)  # and its compute logs
+    assert "Failed ProductImage #2 - error:" in (tmp_path / "progress.log").read_text()  # the failures were logged
+
+
+def test_a_malformed_token_stops_the_run_without_a_retry_or_showing_it(env, sqlite_url, image_server):
+    build_sample_shop(engine_for(sqlite_url), image_server, products=4, days=3, today=TODAY)
+    result = run(MATERIALIZE, {**env, "REPLICATE_API_TOKEN": "r8_SECRETPART\tmore"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "REPLICATE_API_TOKEN holds spaces, line breaks" in output
+    assert "SECRETPART" not in output and "STEP_UP_FOR_RETRY" not in output
