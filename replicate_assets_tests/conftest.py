@@ -39,6 +39,14 @@ SERVER_URLS = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests outside unit/ are integration tests (HTTP, databases, Dagster runs, the UI): `-m "not integration"`
+    runs the unit layer alone."""
+    for item in items:
+        if "unit" not in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)
+
+
 def server_database(kind: str) -> str:
     """A fresh database on the server of `kind`; skips (or fails under CI) when the server is down."""
     admin_url = SERVER_URLS[kind]

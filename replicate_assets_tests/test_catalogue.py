@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from conftest import DAYS
 
 from replicate_assets.db import CatalogueError, OutcomeStore, Reports, Window, connect, engine_for
-from replicate_assets.settings import Settings, SettingsError
-from replicate_assets.urls import resolve_image_url, url_hash
+from replicate_assets.urls import url_hash
 
 
 def test_migrate_is_idempotent_and_makes_the_laravel_shape(shop_url, shop):
@@ -82,58 +81,6 @@ def test_window_summary_counts(shop_url, shop):
         Window(dt.datetime.fromisoformat(DAYS[0]), dt.datetime.fromisoformat(DAYS[1])), "openai/clip"
     )
     assert 0 < day["images"] < shop.images
-
-
-@pytest.mark.parametrize(
-    "path, base, url, reason",
-    [
-        ("https://cdn.shop/a.jpg", None, "https://cdn.shop/a.jpg", None),
-        ("products/1/a.jpg", "https://shop.example/storage", "https://shop.example/storage/products/1/a.jpg", None),
-        ("/products/1/a.jpg", "https://shop.example/storage/", "https://shop.example/storage/products/1/a.jpg", None),
-        ("products/1/a.jpg", None, None, "relative and IMAGE_BASE_URL is not set"),
-        ("products/1/a.jpg?signature=s3cr3t", None, None, "'products/1/a.jpg' is relative"),
-        ("", "https://x", None, "empty"),
-        (None, "https://x", None, "null"),
-        ("ftp://x/a.jpg", "https://x", None, "ftp:// URLs cannot be fetched"),
-        ("HTTP://CDN.Shop.example/A.jpg?X=1", None, "http://cdn.shop.example/A.jpg?X=1", None),
-        ("//cdn.shop.example/a.jpg", None, "https://cdn.shop.example/a.jpg", None),
-        ("//cdn.shop.example/a.jpg", "http://shop.example", "http://cdn.shop.example/a.jpg", None),
-        ("products/1/a.jpg\nhttps://evil.example/b.jpg", "https://x", None, "control character"),
-        ("products/1/a\tb.jpg", "https://x", None, "control character"),
-    ],
-)
-def test_resolve_image_url(path, base, url, reason):
-    found_url, found_reason = resolve_image_url(path, base)
-    assert found_url == url
-    assert (found_reason is None) if reason is None else (reason in found_reason and "s3cr3t" not in found_reason)
-
-
-@pytest.mark.parametrize(
-    "name, value, message",
-    [
-        ("PRODUCT_IMAGES_START_DATE", "15/01/2025", "use YYYY-MM-DD"),
-        ("REPLICATE_BASE_URL", "api.replicate.com", "not an http(s) URL"),
-        ("DATABASE_URL", "shop.db", "not a SQLAlchemy URL"),
-        ("DATABASE_URL", "oracle://scott:tiger@db/shop", "is not supported"),
-        ("REPLICATE_BASE_URL", "http://localhost:eighty/v1", "port that is not a number"),
-        ("IMAGE_BASE_URL", "ftp://files.example/storage", "not an http(s) URL"),
-        ("PRODUCT_IMAGES_START_DATE", "2999-01-01", "is in the future"),
-        ("SHOP_IMAGE_PATH_COLUMN", "path; drop table x", "not a column name"),
-        ("REPLICATE_CHUNK_SIZE", "0", "must be a positive whole number"),
-    ],
-)
-def test_wrong_settings_name_the_variable(name, value, message):
-    with pytest.raises(SettingsError, match=name) as raised:
-        Settings.from_env({name: value})
-    assert message in str(raised.value)
-
-
-def test_default_settings():
-    settings = Settings.from_env({})
-    assert settings.database_url == "sqlite:///data/shop.db"
-    assert settings.replicate_base_url == "https://api.replicate.com/v1"
-    assert settings.replicate_model == "openai/clip" and settings.chunk_size == 50
-    assert (settings.max_attempts, settings.retry_delay_seconds, settings.max_predictions_per_minute) == (3, 60, 600)
 
 
 def test_laravel_timestamps_at_midnight_fall_in_their_own_day(shop_url, shop):

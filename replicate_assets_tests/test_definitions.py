@@ -1,5 +1,8 @@
 """The code location loads and has the shape the README describes."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -40,3 +43,15 @@ def test_the_checks_sensors_and_resources():
 def test_workspace_loads_the_module():
     workspace = yaml.safe_load((Path(__file__).resolve().parents[1] / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["python_module"]["module_name"] == "replicate_assets"
+
+
+def test_dg_checks_and_lists_the_definitions():
+    dg_command = str(Path(sys.executable).with_name("dg"))
+    project = Path(__file__).resolve().parents[1]
+    checked = subprocess.run([dg_command, "check", "defs"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = subprocess.run([dg_command, "list", "defs", "--json"], cwd=project, capture_output=True, text=True)
+    found = json.loads(listed.stdout)
+    assert {asset["asset_key"] for asset in found["assets"]} == set(CHAIN_KEYS)
+    assert {sensor["name"] for sensor in found["sensors"]} == {"new_product_images_sensor", "missing_embeddings_sensor"}

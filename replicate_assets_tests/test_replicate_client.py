@@ -5,7 +5,7 @@ import math
 import pytest
 from conftest import TOKEN
 
-from replicate_assets.replicate import ReplicateClient, ReplicateConfigError, model_spec, vector_problem
+from replicate_assets.replicate import ReplicateClient, ReplicateConfigError, model_spec
 from replicate_assets.testing.emulator import Emulator, embedding_for
 from replicate_assets.testing.sample_shop import png
 
@@ -102,22 +102,6 @@ def test_rate_limiter_keeps_creates_under_the_limit(urls):
         outcomes = list(client.embed_images(urls[:6]))
         assert all(o.ok for o in outcomes)
         assert client.stats.throttled <= 1  # the client paces itself; a 429 is waited out, not a failure
-
-
-@pytest.mark.parametrize(
-    "vector, problem",
-    [
-        ([0.1] * 768, None),
-        ([0.1] * 767, "expected 768 values, got 767"),
-        ([0.0] * 768, "all zeros"),
-        ([float("nan")] + [0.1] * 767, "NaN"),
-        (["x"] * 768, "not numbers"),
-        ({"embedding": []}, "expected a list"),
-    ],
-)
-def test_vector_problem(vector, problem):
-    found = vector_problem(vector)
-    assert (found is None) if problem is None else (problem in found)
 
 
 def test_a_batch_failing_without_naming_the_url_is_halved_until_the_dead_one_stands_alone(

@@ -124,6 +124,14 @@ def server(request, image_server, emulator, tmp_path_factory):
             drop_server_database(url)
 
 
+def backfill_done(server: Server, backfill_id: str) -> str | None:
+    status = server.graphql(
+        "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
+        id=backfill_id,
+    )["partitionBackfillOrError"]["status"]
+    return status if status not in ("REQUESTED", "CANCELING", "FAILING") else None
+
+
 def test_the_ui_shows_the_chain_its_checks_and_sensors(server):
     data = server.graphql(
         "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned "
@@ -151,15 +159,8 @@ def test_a_backfill_over_a_range_is_one_run_with_materializations_and_checks(ser
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
 
-    def finished():
-        status = server.graphql(
-            "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
-            id=backfill_id,
-        )
-        status = status["partitionBackfillOrError"]["status"]
-        return status if status not in ("REQUESTED", "CANCELING", "FAILING") else None
-
-    assert wait_for(finished, 240, "the backfill", server.log) in ("COMPLETED", "COMPLETED_SUCCESS")
+    finished = wait_for(lambda: backfill_done(server, backfill_id), 240, "the backfill", server.log)
+    assert finished in ("COMPLETED", "COMPLETED_SUCCESS")
     runs = server.graphql(
         'query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) '
         "{ ... on Runs { results { status tags { key value } } } } }",
@@ -208,13 +209,26 @@ def test_a_started_sensor_embeds_new_images_on_a_real_daemon_tick(server):
     def sensor_runs_done():
         runs = server.graphql(
             '{ runsOrError(filter: {tags: [{key: "dagster/sensor_name", '
-            'value: "new_product_images_sensor"}]}) { ... on Runs { results { status } } } }'
+            'value: "new_product_images_sensor"}]}) { ... on Runs { results { status tags { key value } } } } }'
         )
-        statuses = [r["status"] for r in runs["runsOrError"]["results"]]
-        return statuses if statuses and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses) else None
+        found = runs["runsOrError"]["results"]
+        done = found and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in found)
+        return found if done else None
 
-    statuses = wait_for(sensor_runs_done, 240, "the sensor's run", server.log)
-    assert statuses == ["SUCCESS"]  # one range run for the three days
+    runs = wait_for(sensor_runs_done, 240, "the sensor's run", server.log)
+    assert [r["status"] for r in runs] == ["SUCCESS"]  # one run for the three days (single-run backfill policy)
+    # The sensor asked for a backfill: listed under the UI's backfills, with per-partition status.
+    [backfill_id] = {t["value"] for t in runs[0]["tags"] if t["key"] == "dagster/backfill"}
+    backfill = server.graphql(
+        "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { "
+        "status numPartitions } } }",
+        id=backfill_id,
+    )["partitionBackfillOrError"]
+    assert backfill["numPartitions"] == len(DAYS)
+    assert wait_for(lambda: backfill_done(server, backfill_id), 60, "the backfill", server.log) in (
+        "COMPLETED",
+        "COMPLETED_SUCCESS",
+    )
     server.graphql("mutation($id: String!) { stopSensor(id: $id, jobOriginId: $id) { __typename } }", id=started["id"])
     with engine_for(server.shop_url).connect() as conn:
         images = conn.execute(sa.text("SELECT COUNT(*) FROM product_images")).scalar_one()

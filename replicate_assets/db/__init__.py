@@ -2,10 +2,13 @@
 
 - `schema`: the shop's tables (checked) and ours (created, migrated); `connect(url)` gives a `Schema`;
 - `embeddings`: `product_embeddings`, the public contract the shop and downstream assets read;
-- `outcomes`: `clip_embedding_outcomes`, private to the pipeline (outcomes, attempts, claims);
-- `reports`: read-only counts and lists; `engine`, `instants`: connections and timestamps.
+- `outcomes`, `claims`: `clip_embedding_outcomes`, private to the pipeline (outcomes and attempts; claims);
+- `reports`, `changes`: read-only counts and lists (changes: what the sensors ask);
+- `engine`, `instants`: connections, transactions, paging, upserts; timestamps as instants.
 """
 
+from replicate_assets.db.changes import Changes
+from replicate_assets.db.claims import Claims
 from replicate_assets.db.embeddings import EmbeddingStore
 from replicate_assets.db.engine import CatalogueError, engine_for, masked
 from replicate_assets.db.instants import as_instant, utcnow
@@ -30,6 +33,8 @@ __all__ = [
     "OUTCOMES",
     "PENDING",
     "CatalogueError",
+    "Changes",
+    "Claims",
     "EmbeddingStore",
     "OutcomeStore",
     "Reports",

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from replicate_assets.db.engine import in_transaction, upsert_statement
+from replicate_assets.db.engine import in_transaction, pages, upsert_statement
 from replicate_assets.db.instants import utcnow
-from replicate_assets.db.outcomes import pages
 from replicate_assets.db.schema import INDEXED, Schema, Window
 
 PUBLISHED_COLUMNS = (

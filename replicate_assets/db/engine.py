@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,3 +144,18 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
             f"the {conn.dialect.name} database is not supported: use SQLite, PostgreSQL or MySQL/MariaDB"
         )
     return module.insert(table)
+
+
+def pages(engine: sa.Engine, query: sa.Select, key: sa.ColumnElement, page_size: int) -> Iterator[list[sa.Row]]:
+    """Keyset pagination: memory stays bounded by the page, whatever the window holds."""
+    last = None
+    while True:
+        page_query = query.order_by(key).limit(page_size)
+        if last is not None:
+            page_query = page_query.where(key > last)
+        with engine.connect() as conn:
+            rows = conn.execute(page_query).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]

@@ -1,8 +1,7 @@
-"""`clip_embedding_outcomes`, private to the pipeline: each image's outcome per model, and who is embedding it.
+"""`clip_embedding_outcomes`, private to the pipeline: each image's outcome per model (claims: claims.py).
 
-The database is the arbiter between runs: an image is embedded by the run that holds its claim (`claim`), and
-a claim lapses at `claim_expires_at` unless its run renews it (`heartbeat`), so a dead run's claims free
-themselves. Writes of a run's results are conditional on the image's URL being the one that was sent.
+Writes are conditional: a reset only applies to a row still as it was read, and a run's results only to an
+image whose URL is still the one that was sent, so two runs never overwrite each other's work.
 """
 
 from __future__ import annotations
@@ -13,27 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from replicate_assets.db.engine import in_transaction, insert_missing_statement
-from replicate_assets.db.instants import utcnow
+from replicate_assets.db.engine import in_transaction, insert_missing_statement, pages
+from replicate_assets.db.instants import as_instant, utcnow
 from replicate_assets.db.schema import FAILED, INDEXED, PENDING, Schema, Window
 from replicate_assets.urls import url_hash
 
 CLAIM_COLUMNS = ("claimed_by", "claim_process", "claim_expires_at")
-
-
-def pages(engine: sa.Engine, query: sa.Select, key: sa.ColumnElement, page_size: int) -> Iterator[list[sa.Row]]:
-    """Keyset pagination: memory stays bounded by the page, whatever the window holds."""
-    last = None
-    while True:
-        page_query = query.order_by(key).limit(page_size)
-        if last is not None:
-            page_query = page_query.where(key > last)
-        with engine.connect() as conn:
-            rows = conn.execute(page_query).all()
-        if not rows:
-            return
-        yield rows
-        last = rows[-1][0]
 
 
 class OutcomeStore:
@@ -127,111 +111,6 @@ class OutcomeStore:
         ]
         in_transaction(self.engine, lambda conn: conn.execute(stmt, params))
 
-    # -- clip_embeddings: claims -----------------------------------------------------------------------------------
-
-    def pending_pages(self, window: Window, model: str, page_size: int) -> Iterator[list[sa.Row]]:
-        """Pages of the window's images whose outcome for `model` is pending, with their claims."""
-        self.schema.ensure_tables()
-        o = self.table
-        query = (
-            sa.select(*self._pending_columns())
-            .select_from(o.join(self.schema.images, self.schema.image.id == o.c.product_image_id))
-            .where(o.c.model == model, o.c.status == PENDING, *self.schema.in_window(window))
-        )
-        yield from pages(self.engine, query, o.c.product_image_id, page_size)
-
-    def _pending_columns(self) -> list[sa.Column]:
-        o = self.table
-        names = (
-            "product_image_id",
-            "product_id",
-            "image_url",
-            "image_updated_at",
-            "attempts",
-            *CLAIM_COLUMNS,
-            "sent_at",
-        )
-        return [o.c[name] for name in names]
-
-    def resume_candidates(self, window: Window, model: str, since: dt.datetime) -> list[sa.Row]:
-        """Pending images of the window for which a create may have been sent since `since` (a run that stopped
-        or died, or an earlier attempt of this step): their predictions may exist and be taken over."""
-        self.schema.ensure_tables()
-        o = self.table
-        query = (
-            sa.select(*self._pending_columns())
-            .select_from(o.join(self.schema.images, self.schema.image.id == o.c.product_image_id))
-            .where(
-                o.c.model == model,
-                o.c.status == PENDING,
-                o.c.sent_at >= since,
-                o.c.image_url.is_not(None),
-                *self.schema.in_window(window),
-            )
-            .order_by(o.c.product_image_id)
-        )
-        with self.engine.connect() as conn:
-            return conn.execute(query).all()
-
-    def claim(
-        self,
-        ids: Iterable[int],
-        model: str,
-        owner: str,
-        process: str,
-        ttl: dt.timedelta,
-        dead_processes: Iterable[str] = (),
-    ) -> set[int]:
-        """Claim the pending images `ids` for `owner`, with every pending image that shares one of their URLs (an
-        URL is paid for once, by the run that holds all its rows): those unclaimed, claimed by `owner` already,
-        whose claim expired, or held by a process known to be dead. Returns the ids of `ids` `owner` now holds."""
-        ids, dead = list(ids), sorted(set(dead_processes))
-        if not ids:
-            return set()
-        o, now = self.table, utcnow()
-        free = [o.c.claimed_by.is_(None), o.c.claimed_by == owner, o.c.claim_expires_at < now]
-        if dead:
-            free.append(o.c.claim_process.in_(dead))
-        pending = [o.c.model == model, o.c.status == PENDING]
-        hashes = sa.select(o.c.url_hash).where(o.c.model == model, o.c.product_image_id.in_(ids))
-        if self.schema.dialect == "mysql":  # MySQL cannot read the table it updates in a subquery
-            hashes = sa.select(hashes.subquery().c.url_hash)
-
-        def work(conn: sa.Connection) -> set[int]:
-            conn.execute(
-                sa.update(o)
-                .where(*pending, sa.or_(o.c.product_image_id.in_(ids), o.c.url_hash.in_(hashes)), sa.or_(*free))
-                .values(claimed_by=owner, claim_process=process, claim_expires_at=now + ttl, sent_at=now)
-            )
-            held = sa.select(o.c.product_image_id).where(
-                *pending, o.c.product_image_id.in_(ids), o.c.claimed_by == owner
-            )
-            return {row[0] for row in conn.execute(held)}
-
-        return in_transaction(self.engine, work)
-
-    def heartbeat(self, owner: str, ttl: dt.timedelta) -> None:
-        """Renew `owner`'s claims, so they outlive a long run but not a dead one."""
-        o = self.table
-        in_transaction(
-            self.engine,
-            lambda conn: conn.execute(
-                sa.update(o)
-                .where(o.c.claimed_by == owner, o.c.status == PENDING)
-                .values(claim_expires_at=utcnow() + ttl)
-            ),
-        )
-
-    def release(self, owner: str) -> None:
-        """Give up `owner`'s claims (their images stay pending, for the next run)."""
-        o = self.table
-        in_transaction(
-            self.engine,
-            lambda conn: conn.execute(
-                sa.update(o).where(o.c.claimed_by == owner).values(**dict.fromkeys(CLAIM_COLUMNS))
-            ),
-        )
-
     # -- clip_embeddings: results ------------------------------------------------------------------------------------
 
     def known_embeddings(self, model: str, urls: Iterable[str]) -> dict[str, sa.Row]:
@@ -307,8 +186,6 @@ class OutcomeStore:
 
     def reset_failures(self, model: str) -> list[dt.date]:
         """Make failed images of `model` that have a URL retryable again (attempts 0); returns their days."""
-        from replicate_assets.db.instants import as_instant
-
         self.schema.ensure_tables()
         o, i = self.table, self.schema.image
         retryable = sa.and_(o.c.model == model, o.c.status == FAILED, o.c.image_url.is_not(None))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from replicate_assets.db import FAILED, INDEXED, PENDING, OutcomeStore, Reports, Window, utcnow
+from replicate_assets.db import FAILED, INDEXED, PENDING, Claims, OutcomeStore, Reports, Window, utcnow
 from replicate_assets.pipeline.processes import process_alive, process_identity
 from replicate_assets.pipeline.progress_file import ProgressFile, failed_line, indexed_line
 from replicate_assets.replicate import RETENTION, ImageOutcome
@@ -21,6 +21,11 @@ from replicate_assets.urls import redact
 PROGRESS_EVERY_SECONDS = 10.0
 CLAIM_TTL = dt.timedelta(seconds=90)  # a dead run's claims lapse after this (same host: at once)
 HEARTBEAT_SECONDS = 20.0
+
+
+def counts_as_attempt(outcome: ImageOutcome) -> bool:
+    """An attempt is an answer about the image: not an embedding reused, not a run that stopped before one."""
+    return not outcome.left_pending and not (outcome.ok and outcome.prediction_id is None)
 
 
 class EmbeddingRun:
@@ -39,6 +44,7 @@ class EmbeddingRun:
         secrets: tuple[str, ...] = (),
     ):
         self.log, self.outcomes, self.progress = log, outcomes, progress
+        self.claims = Claims(outcomes.schema)
         self.model, self.owner, self.chunk_size, self.max_attempts = model, owner, chunk_size, max_attempts
         self.secrets = secrets
         self.process = process_identity()
@@ -62,7 +68,7 @@ class EmbeddingRun:
         def beat() -> None:
             while not done.wait(HEARTBEAT_SECONDS):
                 with contextlib.suppress(Exception):  # a missed beat only shortens the claim
-                    self.outcomes.heartbeat(self.owner, CLAIM_TTL)
+                    self.claims.heartbeat(self.owner, CLAIM_TTL)
 
         thread = threading.Thread(target=beat, name="claims-heartbeat", daemon=True)
         thread.start()
@@ -71,7 +77,7 @@ class EmbeddingRun:
         finally:
             done.set()
             thread.join(timeout=5)
-            self.outcomes.release(self.owner)
+            self.claims.release(self.owner)
 
     def _claim(self, rows: list[Any]) -> list[Any]:
         """The rows this run now holds; rows a live run holds are left to it (and counted)."""
@@ -82,7 +88,7 @@ class EmbeddingRun:
             if r.claimed_by not in (None, self.owner) and r.claim_expires_at and r.claim_expires_at >= now
         ]
         dead = {r.claim_process for r in foreign if process_alive(r.claim_process) is False}
-        held = self.outcomes.claim(
+        held = self.claims.claim(
             [r.product_image_id for r in rows], self.model, self.owner, self.process, CLAIM_TTL, dead
         )
         self.counts["claimed_elsewhere"] += len(rows) - len(held)
@@ -93,7 +99,7 @@ class EmbeddingRun:
     def resume_candidates(self, window: Window) -> tuple[list[str], dt.datetime | None]:
         """URLs for which a create may have been sent before (an interrupted or dead run, an earlier attempt of
         this step), claimed by this run, and since when to look for their predictions."""
-        rows = self._claim(self.outcomes.resume_candidates(window, self.model, utcnow() - RETENTION))
+        rows = self._claim(self.claims.resume_candidates(window, self.model, utcnow() - RETENTION))
         for row in rows:
             self.waiting.setdefault(row.image_url, []).append(row)
         since = min((row.sent_at for row in rows), default=None)
@@ -109,7 +115,7 @@ class EmbeddingRun:
         """Each pending URL once; rows whose URL is in flight or already paid for wait or reuse it."""
         self.total = Reports(self.outcomes.schema).window_summary(window, self.model)[PENDING]
         self.log.info(f"{self.total} images pending for {self.model}")
-        for page in self.outcomes.pending_pages(window, self.model, self.chunk_size):
+        for page in self.claims.pending_pages(window, self.model, self.chunk_size):
             # What completed so far becomes durable first, so the lookup of embeddings already paid for sees it;
             # only then may the outcomes kept for reuse be dropped (never in the middle of a page).
             self.flush()
@@ -161,8 +167,7 @@ class EmbeddingRun:
         self._report_progress()
 
     def _change(self, row: Any, outcome: ImageOutcome, lines: list[str]) -> dict[str, Any]:
-        # An attempt is an answer about the image: not a reused embedding, not a run that stopped before one.
-        attempt = not outcome.left_pending and not (outcome.ok and outcome.prediction_id is None)
+        attempt = counts_as_attempt(outcome)
         change: dict[str, Any] = {
             "product_image_id": row.product_image_id,
             "model": self.model,

@@ -1,6 +1,13 @@
 """Sensors that start the chain on their own: for new or changed images, and for images still missing an embedding.
 
-Both start STOPPED: turning them on spends money. Each launches one range run per contiguous range of days.
+Both start STOPPED: turning them on spends money. Each requests a backfill of the chain over the days with work:
+it shows under the UI's backfills (per-partition status, cancel, re-execute failed) and, the assets' backfill
+policy being `single_run`, runs as one run per contiguous range of days.
+
+`RunRequest.for_asset_graph_subset` and `AssetGraphSubset` are not public Dagster API (Dagster is pinned exactly,
+and the daemon tick test in test_ui.py covers them). A backfill request has no run key, so each sensor guards
+against asking twice: the new-images sensor by its cursor, the missing-embeddings one by the partitions that
+queued or running runs and requested backfills already cover.
 """
 
 import datetime as dt
@@ -8,9 +15,11 @@ import json
 from collections.abc import Iterable
 
 import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.execution.backfill import BulkActionStatus
 
-from replicate_assets.chain import day_ranges
-from replicate_assets.db import Reports, utcnow
+from replicate_assets.chain import CHAIN_KEYS, day_ranges
+from replicate_assets.db import Changes, utcnow
 from replicate_assets.defs.embeddings.assets import CHAIN
 from replicate_assets.defs.embeddings.checks import UNCOVERED_FIX, uncovered_images
 from replicate_assets.defs.resources import EmbeddingPolicy, ReplicateResource, ShopDatabase
@@ -44,20 +53,42 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START: first, RANGE_END: last}
 
 
-def range_request(first: str, last: str, run_key: str | None, reason: str) -> dg.RunRequest:
-    return dg.RunRequest(run_key=run_key, tags={**range_tags(first, last), "replicate_assets/reason": reason})
+def backfill_request(
+    ranges: list[tuple[str, str]], partitions: dg.TimeWindowPartitionsDefinition, reason: str
+) -> dg.RunRequest:
+    """A backfill of the whole chain over `ranges` of days (the daemon launches it, one run per range)."""
+    keys = [k for a, b in ranges for k in partitions.get_partition_keys_in_range(dg.PartitionKeyRange(a, b))]
+    subset = AssetGraphSubset(
+        partitions_subsets_by_asset_key={
+            dg.AssetKey(name): partitions.empty_subset().with_partition_keys(keys) for name in CHAIN_KEYS
+        },
+        non_partitioned_asset_keys=set(),
+    )
+    return dg.RunRequest.for_asset_graph_subset(subset, tags={"replicate_assets/reason": reason})
 
 
-def partitions_in_flight(instance: dg.DagsterInstance, partitions: dg.PartitionsDefinition) -> set[str]:
-    """Partition keys that a queued or running run already covers."""
+def partitions_in_flight(context: dg.SensorEvaluationContext, partitions: dg.PartitionsDefinition) -> set[str]:
+    """Partition keys that a queued or running run, or a backfill not yet done, already covers."""
     keys: set[str] = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)):
+    for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS)):
         tags = run.tags
         if "dagster/partition" in tags:
             keys.add(tags["dagster/partition"])
         elif RANGE_START in tags and RANGE_END in tags:
             window = dg.PartitionKeyRange(tags[RANGE_START], tags[RANGE_END])
             keys.update(partitions.get_partition_keys_in_range(window))
+    repository = context.repository_def
+    if repository is None:
+        return keys
+    for backfill in context.instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        if not backfill.is_asset_backfill:
+            continue
+        try:
+            target = backfill.get_asset_backfill_data(repository.asset_graph).target_subset
+        except Exception:  # a backfill of assets this code no longer defines covers none of ours
+            continue
+        subset = target.partitions_subsets_by_asset_key.get(dg.AssetKey(CHAIN_KEYS[0]))
+        keys.update(subset.get_partition_keys() if subset is not None else ())
     return keys
 
 
@@ -65,7 +96,7 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
     """The two sensors over `partitions`."""
 
     @dg.sensor(
-        target=CHAIN,
+        asset_selection=CHAIN,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Embeds new and changed product images: follows product_images by (updated_at, id) and runs "
@@ -77,7 +108,7 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
         if context.cursor:
             saved = json.loads(context.cursor)
             after = (dt.datetime.fromisoformat(saved["updated_at"]), saved["id"])
-        rows = Reports(shop.schema()).changed_images(after, ROWS_PER_TICK)
+        rows = Changes(shop.schema()).changed_images(after, ROWS_PER_TICK)
         if not rows:
             return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed product images"))
         last_id, _, last_updated = rows[-1]
@@ -91,11 +122,11 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
                 "future, or without created_at): `replicate-assets status` says which, and what to do"
             )
         context.log.info(f"{len(rows)} new or changed images in {len(ranges)} range(s) of days")
-        requests = [range_request(a, b, f"new-images:{cursor}:{a}...{b}", "new images") for a, b in ranges]
+        requests = [backfill_request(ranges, partitions, "new images")] if ranges else []
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     @dg.sensor(
-        target=CHAIN,
+        asset_selection=CHAIN,
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Every 5 minutes, runs the chain over the days whose images still lack an embedding (old "
@@ -104,20 +135,20 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
     def missing_embeddings_sensor(
         context: dg.SensorEvaluationContext, shop: ShopDatabase, replicate: ReplicateResource, policy: EmbeddingPolicy
     ) -> dg.SensorResult:
-        reports = Reports(shop.schema())
+        reports = Changes(shop.schema())
         days = reports.days_needing_work(
             replicate.spec.reference, policy.max_attempts, policy.retry_delay_seconds, utcnow()
         )
         for kind, count in uncovered_images(reports, partitions).items():
             if count:
                 context.log.warning(f"{count} images no partition covers: {UNCOVERED_FIX[kind]}")
-        busy = partitions_in_flight(context.instance, partitions)
+        busy = partitions_in_flight(context, partitions)
         todo = {day for day in days if day.isoformat() not in busy}
         if not todo:
             reason = "every image has its embedding" if not days else f"{len(days)} day(s) with work are in flight"
             return dg.SensorResult(skip_reason=dg.SkipReason(reason))
         ranges = partition_ranges(todo, partitions)
         context.log.info(f"{len(todo)} day(s) with images missing embeddings, in {len(ranges)} range(s)")
-        return dg.SensorResult(run_requests=[range_request(a, b, None, "missing embeddings") for a, b in ranges])
+        return dg.SensorResult(run_requests=[backfill_request(ranges, partitions, "missing embeddings")])
 
     return [new_product_images_sensor, missing_embeddings_sensor]

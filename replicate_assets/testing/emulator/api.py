@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -15,9 +16,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from replicate_assets.replicate import MODELS
 from replicate_assets.testing.emulator.faults import CREATE_FAULTS, LOGIN_PAGE, RESET, transport_fault
-from replicate_assets.testing.emulator.server import decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
+    from replicate_assets.testing.emulator.predictions import Prediction
     from replicate_assets.testing.emulator.server import Emulator
 
 OFFICIAL = {"openai/clip"}
@@ -29,6 +30,7 @@ UNAUTHENTICATED: Answer = (
     {},
 )
 CREATE_FIELDS = {"input", "webhook", "webhook_events_filter", "stream"}
+LIST_PAGE = 100
 
 
 def _json_default(value: Any) -> Any:
@@ -94,6 +96,76 @@ def _epoch(value: str | None) -> float | None:
     except ValueError:
         return None
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"p={position}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("p="))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def list_page(
+    emulator: Emulator, after: float | None, before: float | None, cursor: int | None
+) -> tuple[list[Prediction], int | None]:
+    """One page of predictions, newest first, created after `after` and before `before` (epoch seconds);
+    `cursor` is where the previous page stopped. Returns the page and the next cursor (None: the end)."""
+    with emulator.lock:
+        position = len(emulator.ordered) - 1 if cursor is None else min(cursor, len(emulator.ordered) - 1)
+        page: list[Prediction] = []
+        while position >= 0 and len(page) < LIST_PAGE:
+            prediction = emulator.ordered[position]
+            if after is not None and prediction.created <= after:
+                position = -1
+                break
+            if before is None or prediction.created < before:
+                page.append(prediction)
+            position -= 1
+    for prediction in page:
+        emulator.settle(prediction)
+    return page, (position if position >= 0 else None)
+
+
+def list_answer(emulator: Emulator, query: dict[str, list[str]]) -> Answer:
+    """GET /v1/predictions: newest first, 100 a page, `next` / `previous` links, optional time bounds."""
+    first = {name: values[0] for name, values in query.items() if values}
+    after, before = _epoch(first.get("created_after")), _epoch(first.get("created_before"))
+    page, position = list_page(emulator, after, before, decode_cursor(first.get("cursor")))
+    link = None
+    if position is not None:
+        bounds = {k: v for k, v in first.items() if k in ("created_after", "created_before")}
+        link = f"{emulator.base_url}/predictions?{urlencode({**bounds, 'cursor': encode_cursor(position)})}"
+    results = [p.document(emulator.base_url) for p in page]
+    return 200, {"previous": None, "next": link, "results": results}, {}
+
+
+def model_answer(name: str, version: str | None) -> Answer:
+    spec = MODELS.get(name)
+    if spec is None:
+        return NOT_FOUND
+    latest = {
+        "id": spec.version or "openai-clip-" + "0" * 52,
+        "created_at": "2024-01-01T00:00:00.000Z",
+        "openapi_schema": {"info": {"title": "Cog"}},
+    }
+    if version is not None:
+        return (200, latest, {}) if version == latest["id"] else NOT_FOUND
+    owner, model_name = name.split("/")
+    body = {
+        "url": f"https://replicate.com/{name}",
+        "owner": owner,
+        "name": model_name,
+        "description": "CLIP ViT-L/14 embeddings (emulated)",
+        "visibility": "public",
+        "latest_version": latest,
+    }
+    return 200, body, {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -183,11 +255,10 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["account"]:
             return 200, {"type": "user", "username": "emulator", "name": "Replicate Emulator", "github_url": None}, {}
         if parts[:1] == ["models"] and len(parts) in (3, 5):
-            return self._model(
-                f"{parts[1]}/{parts[2]}", parts[4] if len(parts) == 5 and parts[3] == "versions" else None
-            )
+            version = parts[4] if len(parts) == 5 and parts[3] == "versions" else None
+            return model_answer(f"{parts[1]}/{parts[2]}", version)
         if parts == ["predictions"]:
-            return self._list(query)
+            return list_answer(emulator, query)
         if len(parts) == 2 and parts[0] == "predictions":
             prediction = emulator.predictions.get(parts[1])
             if prediction is None:
@@ -200,41 +271,6 @@ class Handler(BaseHTTPRequestHandler):
             emulator.settle(prediction)
             return 200, prediction.document(emulator.base_url), {}
         return NOT_FOUND
-
-    def _list(self, query: dict[str, list[str]]) -> Answer:
-        """GET /v1/predictions: newest first, 100 a page, `next` / `previous` links, optional time bounds."""
-        emulator = self.emulator
-        first = {name: values[0] for name, values in query.items() if values}
-        after, before = _epoch(first.get("created_after")), _epoch(first.get("created_before"))
-        page, position = emulator.list_page(after, before, decode_cursor(first.get("cursor")))
-        link = None
-        if position is not None:
-            bounds = {k: v for k, v in first.items() if k in ("created_after", "created_before")}
-            link = f"{emulator.base_url}/predictions?{urlencode({**bounds, 'cursor': encode_cursor(position)})}"
-        results = [p.document(emulator.base_url) for p in page]
-        return 200, {"previous": None, "next": link, "results": results}, {}
-
-    def _model(self, name: str, version: str | None) -> Answer:
-        spec = MODELS.get(name)
-        if spec is None:
-            return NOT_FOUND
-        latest = {
-            "id": spec.version or "openai-clip-" + "0" * 52,
-            "created_at": "2024-01-01T00:00:00.000Z",
-            "openapi_schema": {"info": {"title": "Cog"}},
-        }
-        if version is not None:
-            return (200, latest, {}) if version == latest["id"] else NOT_FOUND
-        owner, model_name = name.split("/")
-        body = {
-            "url": f"https://replicate.com/{name}",
-            "owner": owner,
-            "name": model_name,
-            "description": "CLIP ViT-L/14 embeddings (emulated)",
-            "visibility": "public",
-            "latest_version": latest,
-        }
-        return 200, body, {}
 
     def _counted_create(self, parts: list[str], raw: bytes, entry: dict[str, Any]) -> Answer:
         emulator = self.emulator

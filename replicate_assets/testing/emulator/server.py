@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import random
 import secrets
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-import requests
-
-from replicate_assets.replicate import DIMENSIONS
 from replicate_assets.replicate.ratelimit import TokenBucket
-from replicate_assets.testing.emulator.faults import NO_FAULTS, Faults
+from replicate_assets.testing.emulator.api import Handler
+from replicate_assets.testing.emulator.faults import NO_FAULTS, PREDICTION_FAULTS, Faults
+from replicate_assets.testing.emulator.model import Model
 from replicate_assets.testing.emulator.predictions import Prediction, embedding_for, iso
-
-URL_LINE = "http://", "https://"
-LIST_PAGE = 100
 
 
 class Emulator:
@@ -49,10 +43,9 @@ class Emulator:
         log_requests: bool = True,
         embed: Callable[[bytes], list[float]] = embedding_for,
     ):
-        from replicate_assets.testing.emulator.api import Handler
-
         self.latency, self.jitter, self.token, self.predict_time = latency, jitter, token, predict_time
-        self.retention, self.log_requests, self.embed = retention, log_requests, embed
+        self.retention, self.log_requests = retention, log_requests
+        self.model = Model(embed, predict_time, self)
         self.limiter = TokenBucket(creates_per_minute / 60.0, burst) if creates_per_minute else None
         self.predictions: dict[str, Prediction] = {}
         self.ordered: list[Prediction] = []  # in creation order: the list endpoint reads it newest first
@@ -65,7 +58,6 @@ class Emulator:
         self.create_requests = 0  # create requests received, whatever their answer
         self.in_flight = 0  # create requests being answered now ...
         self.max_in_flight = 0  # ... and the most at once
-        self.download = requests.Session()
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.server.emulator = self  # type: ignore[attr-defined]
@@ -152,8 +144,6 @@ class Emulator:
     def create(
         self, model: str, version: str, payload: dict[str, Any], wait: float | None, faults: Faults = NO_FAULTS
     ) -> Prediction:
-        from replicate_assets.testing.emulator.faults import PREDICTION_FAULTS
-
         fault = self.draw(faults, PREDICTION_FAULTS)
         with self.lock:
             sparse = bool(faults.sparse) and self.random.random() < faults.sparse
@@ -189,7 +179,7 @@ class Emulator:
                 prediction.status = "booting"  # a status no client knows
             elif prediction.running:
                 if now >= prediction.ready_at:
-                    self._run(prediction)
+                    self.model.run(prediction)
                 elif prediction.status == "starting":
                     prediction.status, prediction.started_at = "processing", iso(time.time())
             if now >= prediction.ready_at + self.retention and not prediction.running:
@@ -212,109 +202,3 @@ class Emulator:
             if prediction.running:
                 continue  # never asked for again: `settle` runs it, and removes its data, if anyone does
             self.settle(prediction)
-
-    def list_page(
-        self, after: float | None, before: float | None, cursor: int | None
-    ) -> tuple[list[Prediction], int | None]:
-        """One page of predictions, newest first, created after `after` and before `before` (epoch seconds);
-        `cursor` is where the previous page stopped. Returns the page and the next cursor (None: the end)."""
-        with self.lock:
-            position = len(self.ordered) - 1 if cursor is None else min(cursor, len(self.ordered) - 1)
-            page: list[Prediction] = []
-            while position >= 0 and len(page) < LIST_PAGE:
-                prediction = self.ordered[position]
-                if after is not None and prediction.created <= after:
-                    position = -1
-                    break
-                if before is None or prediction.created < before:
-                    page.append(prediction)
-                position -= 1
-        for prediction in page:
-            self.settle(prediction)
-        return page, (position if position >= 0 else None)
-
-    # -- the model's work ------------------------------------------------------------------------------------------
-
-    def _fetch(self, url: str) -> bytes:
-        if url.startswith("data:"):
-            return base64.b64decode(url.partition(",")[2])
-        response = self.download.get(url, timeout=10)
-        if response.status_code != 200 or not response.content:
-            raise ValueError(f"Failed to download image from {url}: HTTP {response.status_code}")
-        return response.content
-
-    def _vector(self, item: str, is_image: bool) -> array:
-        data = self._fetch(item) if is_image else item.encode()
-        return array("d", self.embed(data) if is_image else self.embed_text(item))  # 6 KB, not 25 as a list
-
-    def embed_text(self, text: str) -> list[float]:
-        return self.embed(text.encode())
-
-    def _run(self, prediction: Prediction) -> None:
-        """Compute the output of a prediction whose time has come (once)."""
-        prediction.completed_at = iso(time.time())
-        prediction.predict_time = self.predict_time
-        if prediction.fault in ("failed", "canceled", "aborted"):
-            prediction.status = prediction.fault
-            if prediction.fault == "failed":
-                prediction.error = "CUDA error: an illegal memory access was encountered (emulated)"
-            return
-        try:
-            if prediction.model == "andreasjansson/clip-features":
-                self._run_batch(prediction)
-            else:
-                image = prediction.input.get("image")
-                item = image if image else prediction.input["text"]
-                prediction.output = {"embedding": self._vector(item, bool(image))}
-            prediction.status = "succeeded"
-        except (ValueError, requests.RequestException) as err:
-            prediction.status, prediction.error = "failed", str(err)
-            if self.faults_for(prediction.model, 0).vague_errors:
-                prediction.error, prediction.logs = "Prediction failed.", ""
-        if prediction.fault == "malformed" and prediction.status == "succeeded":
-            prediction.output = self._malformed(prediction.output)
-
-    def _run_batch(self, prediction: Prediction) -> None:
-        """clip-features as its predictor behaves: an image it cannot load is logged ("Failed to load URL: why")
-        and then fails the whole prediction with a KeyError naming the URL; when no image loaded at all, with a
-        NameError (a typo in the predictor) that names none."""
-        lines = [line.strip() for line in prediction.input["inputs"].strip().splitlines() if line.strip()]
-        vectors, logs, images, failed = {}, [], 0, []
-        for line in dict.fromkeys(lines):
-            if not line.startswith(URL_LINE):
-                vectors[line] = self._vector(line, False)
-                continue
-            logs.append(f"Downloading {line}")
-            try:
-                vectors[line] = self._vector(line, True)
-                images += 1
-            except (ValueError, requests.RequestException) as err:
-                logs.append(f"Failed to load {line}: cannot identify image file ({err})")
-                failed.append(line)
-        prediction.logs = "\n".join(logs) + "\n"
-        if failed:
-            no_image = images == 0
-            raise ValueError("name 'image_outputs' is not defined" if no_image else repr(failed[0]))
-        prediction.output = [{"input": line, "embedding": vectors[line]} for line in dict.fromkeys(lines)]
-
-    def _malformed(self, output: Any) -> Any:
-        with self.lock:
-            kind = self.random.randrange(4)
-        vector = [0.1] * DIMENSIONS
-        bad = [vector[:-1], [float("nan")] + vector[1:], ["0.1"] * DIMENSIONS, None][kind]
-        if isinstance(output, list):
-            return [{**item, "embedding": bad} for item in output]
-        return {"embedding": bad}
-
-
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"p={position}".encode()).decode()
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("p="))
-    except (ValueError, UnicodeDecodeError):
-        return None
