@@ -17,8 +17,18 @@ from replicate_assets.defs.embeddings.assets import build_assets
 from replicate_assets.defs.embeddings.checks import build_checks
 from replicate_assets.defs.embeddings.sensors import build_sensors
 from replicate_assets.defs.partitions import daily_partitions
-from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
+from replicate_assets.defs.resources import (
+    EmbeddingPolicy,
+    ProgressLog,
+    ReplicateResource,
+    ShopDatabase,
+    SimilarityOptions,
+)
+from replicate_assets.defs.similarity.assets import ASSETS as SIMILARITY_ASSETS
+from replicate_assets.defs.similarity.checks import CHECKS as SIMILARITY_CHECKS
 from replicate_assets.settings import Settings, SettingsError
+
+STOPPED = dg.DefaultSensorStatus.STOPPED
 
 
 def secret(name: str, environ: Mapping[str, str], default: Any = None) -> Any:
@@ -50,15 +60,23 @@ def resources_for(settings: Settings, environ: Mapping[str, str] = os.environ) -
             retry_delay_seconds=settings.retry_delay_seconds,
         ),
         "progress_log": ProgressLog(path=settings.embeddings_log),
+        "similarity": SimilarityOptions(k=settings.similar_products_k, index_folder=settings.similarity_index_dir),
     }
 
 
 def build_definitions(settings: Settings, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
     partitions = daily_partitions(settings.start_date)
     return dg.Definitions(
-        assets=build_assets(partitions, settings.retry_delay_seconds),
-        asset_checks=build_checks(partitions),
-        sensors=build_sensors(partitions),
+        assets=[*build_assets(partitions, settings.retry_delay_seconds), *SIMILARITY_ASSETS],
+        asset_checks=[*build_checks(partitions), *SIMILARITY_CHECKS],
+        sensors=[
+            *build_sensors(partitions),
+            # Runs the similarity assets when new embeddings land (their automation conditions); starts stopped,
+            # like every sensor here.
+            dg.AutomationConditionSensorDefinition(
+                "similarity_automation", target=dg.AssetSelection.groups("similarity"), default_status=STOPPED
+            ),
+        ],
         # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of
         # start-up per step and check (BENCHMARKS.md item 7).
         executor=dg.in_process_executor,

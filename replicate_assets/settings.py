@@ -44,6 +44,10 @@ class Settings:
     image_path_column: str = "path"
     image_created_at_column: str = "created_at"
     image_updated_at_column: str = "updated_at"
+    similar_products_k: int = 20
+    similarity_index_dir: str = "data/index"
+    search_api_key: str | None = None
+    search_queries_per_minute: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -74,6 +78,10 @@ class Settings:
             image_path_column=get("SHOP_IMAGE_PATH_COLUMN", "path"),
             image_created_at_column=get("SHOP_IMAGE_CREATED_AT_COLUMN", "created_at"),
             image_updated_at_column=get("SHOP_IMAGE_UPDATED_AT_COLUMN", "updated_at"),
+            similar_products_k=_positive_int(environ, "SIMILAR_PRODUCTS_K", 20),
+            similarity_index_dir=get("SIMILARITY_INDEX_DIR", "data/index"),
+            search_api_key=get("SEARCH_API_KEY", None),
+            search_queries_per_minute=_positive_int(environ, "SEARCH_QUERIES_PER_MINUTE", 30),
         )
         settings.validate()
         return settings

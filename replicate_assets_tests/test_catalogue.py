@@ -13,7 +13,14 @@ from replicate_assets.urls import url_hash
 
 def test_migrate_is_idempotent_and_makes_the_laravel_shape(shop_url, shop):
     schema = connect(shop_url)
-    assert sorted(schema.migrate()) == ["clip_embedding_outcomes", "product_embeddings"]
+    assert sorted(schema.migrate()) == [
+        "clip_embedding_outcomes",
+        "clip_image_vectors",
+        "product_duplicates",
+        "product_embeddings",
+        "product_similarities",
+        "search_query_embeddings",
+    ]
     assert connect(shop_url).migrate() == []
     inspector = sa.inspect(engine_for(shop_url))
     columns = {c["name"] for c in inspector.get_columns("product_embeddings")}

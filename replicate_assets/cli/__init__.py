@@ -1,4 +1,5 @@
-"""The `replicate-assets` command: test-connection, status, migrate, failed, retry-failed, free-slots, emulator, demo.
+"""The `replicate-assets` command: test-connection, status, migrate, failed, retry-failed, free-slots, search, serve,
+emulator, demo.
 
 It imports no Dagster definitions: settings are read when a command runs, and every error a user can fix is
 one line on stderr (exit 1), never a traceback, and never shows a token or a database password.
@@ -28,7 +29,7 @@ def positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from replicate_assets.cli import commands
+    from replicate_assets.cli import commands, search
 
     root = argparse.ArgumentParser(prog="replicate-assets", description=__doc__.splitlines()[0])
     sub = root.add_subparsers(dest="command", required=True)
@@ -52,6 +53,19 @@ def parser() -> argparse.ArgumentParser:
         commands.free_slots,
         "free the replicate_api pool slots of runs that died (needs DAGSTER_HOME); runs do this on their own too",
     )
+    found = add("search", search.search, "search the catalogue by words, an example photo, or like a product")
+    query = found.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="words, e.g. 'red leather bag' (one prediction, then cached)")
+    query.add_argument("--image", help="an http(s) URL of an example photo (one prediction, then cached)")
+    query.add_argument("--like-product", type=int, metavar="ID", help="products similar to this product")
+    found.add_argument("--limit", type=positive, default=10, help="at most this many products (default 10)")
+    found.add_argument("--min-score", type=float, default=None, help="only products scoring at least this (cosine)")
+    found.add_argument("--json", action="store_true", help="print one JSON document")
+    served = add(
+        "serve", search.serve, "the search HTTP API for the shop's web app (GET /search, /products/ID/similar)"
+    )
+    served.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs SEARCH_API_KEY)")
+    served.add_argument("--port", type=int, default=8000)
     emulator = add("emulator", commands.emulator, "run the local Replicate emulator in the foreground")
     emulator.add_argument("--port", type=int, default=8787)
     emulator.add_argument("--latency", type=float, default=0.5, help="seconds per prediction (default 0.5)")
@@ -81,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except sa.exc.SQLAlchemyError as err:
         reason = str(getattr(err, "orig", None) or type(err).__name__).splitlines()[0]
         print(f"error: the shop database answered: {redact(reason)}", file=sys.stderr)
+        return 1
+    except LookupError as err:
+        print(f"error: {str(err).strip(chr(39))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

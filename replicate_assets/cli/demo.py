@@ -62,23 +62,58 @@ def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float 
         print(f"running: {shell_line(command)}")
         run_log = workdir / "logs" / "demo_dagster_run.log"
         run_log.parent.mkdir(parents=True, exist_ok=True)
+        env["SIMILARITY_INDEX_DIR"] = str((workdir / "data" / "index").resolve())
+        similar = [*command[:5], "--select", "product_similarities,similarity_index"]
         with run_log.open("w") as out:
             result = subprocess.run(command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-        if result.returncode == 0 and serve:
+            if result.returncode == 0:
+                print(f"running: {shell_line(similar)}")
+                result = subprocess.run(similar, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode == 0:
             report(env, run_log, log_file)
-            serve_until_interrupted(env)
+            show_search(env, shop)
+            if serve:
+                serve_until_interrupted(env)
         images.stop()
     if result.returncode != 0:
         print(f"the Dagster run failed (exit {result.returncode}); its output is in {run_log}:")
         print("\n".join(run_log.read_text().splitlines()[-30:]))
         return result.returncode
     if not serve:
-        report(env, run_log, log_file)
         print(
             f"See it in the Dagster UI: DAGSTER_HOME={dagster_home} PRODUCT_IMAGES_START_DATE={shop.first_day} "
             "dagster dev -w workspace.yaml"
         )
     return 0
+
+
+def show_search(env: dict[str, str], shop) -> None:
+    """Similar products of one product, and a text search: what the shop's pages would show."""
+    from replicate_assets.cli.search import searcher_for
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # the searcher embeds the text query through the demo's emulator
+    try:
+        searcher = searcher_for(Settings.from_env(env))
+        product = min(shop.categories)
+        print(
+            f"Products similar to #{product} ({shop.categories[product]}):  replicate-assets search --like-product {product}"
+        )
+        for hit in searcher.like_product(product, 5).hits:
+            print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
+        print('Products for the words "red bag":  replicate-assets search --text "red bag"')
+        for hit in searcher.query("text", "red bag", 5).hits:
+            print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
+        print(
+            "(the emulator's vectors stand in for CLIP: images of one category, and the words that name it, are near)"
+        )
+        print()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def report(env: dict[str, str], run_log: Path, log_file: Path) -> None:

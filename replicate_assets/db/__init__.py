@@ -14,17 +14,8 @@ from replicate_assets.db.engine import CatalogueError, engine_for, masked
 from replicate_assets.db.instants import as_instant, utcnow
 from replicate_assets.db.outcomes import OutcomeStore
 from replicate_assets.db.reports import Reports
-from replicate_assets.db.schema import (
-    EMBEDDINGS,
-    FAILED,
-    INDEXED,
-    OUTCOMES,
-    PENDING,
-    Schema,
-    ShopColumns,
-    Window,
-    connect,
-)
+from replicate_assets.db.schema import FAILED, INDEXED, PENDING, Schema, ShopColumns, Window, connect
+from replicate_assets.db.tables import EMBEDDINGS, OUTCOMES
 
 __all__ = [
     "EMBEDDINGS",

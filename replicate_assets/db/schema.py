@@ -3,6 +3,8 @@
 - `products`, `product_images`: the shop's. We read them; a missing table or column is one clear error.
 - `product_embeddings`: ours, and the public contract: the shop (and the similarity assets) read it.
 - `clip_embedding_outcomes`: ours and private to the pipeline: each image's outcome per model, and its claim.
+- `product_similarities`, `product_duplicates` (public), `clip_image_vectors`, `search_query_embeddings`
+  (private): the similarity domain's (tables.py).
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ import functools
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from replicate_assets.db.engine import CatalogueError, engine_for, masked, prepare
+from replicate_assets.db.tables import OurTables
 
-OUTCOMES = "clip_embedding_outcomes"
-EMBEDDINGS = "product_embeddings"
 PENDING, INDEXED, FAILED = "pending", "indexed", "failed"
-# Our timestamps keep microseconds on MySQL too, so an instant copied from the shop compares equal to it.
-TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,72 +73,11 @@ class Schema:
         self.has_deleted_at = "deleted_at" in self.products.c
         options = self._table_options()
         # Our foreign keys copy the referenced column types: Laravel's ids are BIGINT UNSIGNED on MySQL.
-        product_id_type, image_id_type = self.products.c.id.type, self.image.id.type
-        self.outcomes = sa.Table(
-            OUTCOMES,
-            self.metadata,
-            sa.Column(
-                "product_image_id",
-                image_id_type,
-                sa.ForeignKey(f"product_images.{self.image.id.name}", ondelete="CASCADE"),
-                primary_key=True,
-            ),
-            sa.Column("model", sa.String(191), primary_key=True),
-            sa.Column("product_id", product_id_type, nullable=False),
-            sa.Column("image_url", sa.Text),
-            sa.Column("url_hash", sa.String(64)),
-            sa.Column("image_updated_at", TIMESTAMP),
-            sa.Column("status", sa.String(16), nullable=False),
-            sa.Column("dimensions", sa.Integer),
-            sa.Column("error", sa.Text),
-            sa.Column("attempts", sa.Integer, nullable=False, default=0),
-            # The attempts allowed by the run that wrote the row: checks, sensors and commands judge it by that.
-            sa.Column("max_attempts", sa.Integer),
-            sa.Column("predict_time", sa.Float),
-            sa.Column("prediction_id", sa.String(64)),
-            sa.Column("created_at", TIMESTAMP, nullable=False),
-            sa.Column("updated_at", TIMESTAMP, nullable=False),
-            # The claim of the run embedding the image: its run id, its process, until when; and when a create
-            # for it may last have been sent (a later run lists predictions from then on to take them over).
-            sa.Column("claimed_by", sa.String(64)),
-            sa.Column("claim_process", sa.String(255)),
-            sa.Column("claim_expires_at", TIMESTAMP),
-            sa.Column("sent_at", TIMESTAMP),
-            # Large values last: SQLite reads the columns before them without walking overflow pages.
-            sa.Column("embedding", sa.JSON),
-            sa.Index("ix_clip_embedding_outcomes_model_url", "model", "url_hash"),
-            # Pages of one status are read in product_image_id order: the index serves both the filter and the order.
-            sa.Index("ix_clip_embedding_outcomes_model_status", "model", "status", "product_image_id"),
-            sa.Index("ix_clip_embedding_outcomes_claimed_by", "claimed_by"),
-            **options,
-        )
-        id_type = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-        self.embeddings = sa.Table(
-            EMBEDDINGS,
-            self.metadata,
-            sa.Column("id", id_type, primary_key=True, autoincrement=True),
-            sa.Column(
-                "product_id",
-                product_id_type,
-                sa.ForeignKey("products.id", ondelete="CASCADE"),
-                nullable=False,
-                index=True,
-            ),
-            sa.Column(
-                "product_image_id",
-                image_id_type,
-                sa.ForeignKey(f"product_images.{self.image.id.name}", ondelete="CASCADE"),
-                nullable=False,
-                unique=True,
-            ),
-            sa.Column("model", sa.String(191), nullable=False),
-            sa.Column("dimensions", sa.Integer, nullable=False),
-            sa.Column("image_url", sa.Text),
-            sa.Column("created_at", sa.DateTime),
-            sa.Column("updated_at", sa.DateTime),
-            sa.Column("embedding", sa.JSON, nullable=False),
-            **options,
-        )
+        ours = OurTables(self.metadata, self.products.c.id.type, self.image.id, options)
+        self.outcomes, self.embeddings = ours.outcomes, ours.embeddings
+        self.vectors, self.similarities, self.duplicates = ours.vectors, ours.similarities, ours.duplicates
+        self.query_cache = ours.query_cache
+        self.ours = ours.all
         self._ready = False
 
     def _image_columns(self, columns: ShopColumns) -> ImageColumns:
@@ -187,7 +124,7 @@ class Schema:
 
     def missing_tables(self) -> list[str]:
         existing = set(sa.inspect(self.engine).get_table_names())
-        return [t.name for t in (self.outcomes, self.embeddings) if t.name not in existing]
+        return [t.name for t in self.ours if t.name not in existing]
 
     def migrate(self) -> list[str]:
         """Create our tables, and the columns newer versions added, where missing; idempotent, and safe when two
@@ -206,10 +143,10 @@ class Schema:
 
     def _create_missing(self) -> list[str]:
         created = self.missing_tables()
-        self.metadata.create_all(self.engine, tables=[self.outcomes, self.embeddings], checkfirst=True)
+        self.metadata.create_all(self.engine, tables=self.ours, checkfirst=True)
         inspector = sa.inspect(self.engine)
         with self.engine.begin() as conn:
-            for table in (self.outcomes, self.embeddings):
+            for table in self.ours:
                 have = {c["name"] for c in inspector.get_columns(table.name)}
                 for column in table.columns:
                     if column.name not in have:

@@ -36,6 +36,13 @@ class EmbeddingPolicy(dg.ConfigurableResource):
     retry_delay_seconds: float = 60.0
 
 
+class SimilarityOptions(dg.ConfigurableResource):
+    """How similar products and search work (SIMILAR_PRODUCTS_K, SIMILARITY_INDEX_DIR)."""
+
+    k: int = 20
+    index_folder: str = "data/index"
+
+
 class ProgressLog(dg.ConfigurableResource):
     """The plain log file in the Laravel version's format (REPLICATE_EMBEDDINGS_LOG)."""
 

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from replicate_assets.replicate.embedder import Embedder
-from replicate_assets.replicate.models import ImageOutcome, model_spec
+from replicate_assets.replicate.errors import ReplicateError
+from replicate_assets.replicate.models import URL_LINE, ImageOutcome, model_spec, read_output
 from replicate_assets.replicate.predictions import Predictions
 from replicate_assets.replicate.ratelimit import CreateLimiter
 from replicate_assets.replicate.transport import Stats, Transport
@@ -76,6 +77,26 @@ class ReplicateClient:
         if self.spec.version:
             self.transport.request("GET", f"/models/{self.spec.name}/versions/{self.spec.version}")
         return {"account": account, "model": model}
+
+    def embed_query(self, text: str | None = None, image: str | None = None) -> list[float]:
+        """One text's or one image URL's embedding, for a search (one prediction); raises ReplicateError when
+        Replicate refuses it or it fails."""
+        field, value = ("text", text) if text is not None else ("image", image)
+        if value is None:
+            raise ValueError("a query needs a text or an image URL")
+        if self.spec.batched and field == "text" and URL_LINE.match(value):
+            raise ReplicateError("clip-features reads a line that starts with http(s):// as an image: ask with --image")
+        created = self.predictions.create([value], field=field)
+        if isinstance(created, ReplicateError):
+            raise created
+        prediction = created if created.terminal else self.predictions.wait(created)
+        if prediction is None or prediction.status != "succeeded":
+            why = prediction.failure() if prediction is not None else "the search was stopped"
+            raise ReplicateError(f"the query could not be embedded: {why}")
+        [outcome] = read_output(prediction, [value], self.spec)
+        if not outcome.ok:
+            raise ReplicateError(f"the query could not be embedded: {outcome.error}")
+        return outcome.embedding
 
     def embedder(self) -> Embedder:
         return Embedder(self)

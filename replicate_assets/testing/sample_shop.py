@@ -15,6 +15,10 @@ from urllib.parse import unquote
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from replicate_assets.testing.semantics import CATEGORIES
+
+NAMES = list(CATEGORIES)
+
 # How a shop's timestamp columns may be declared (Laravel: timestamps(), timestampsTz(); SQLite keeps text).
 TIMESTAMP_TYPES: dict[str, sa.types.TypeEngine] = {
     "naive": sa.DateTime(),  # PostgreSQL timestamp, MySQL datetime, SQLite text written by SQLAlchemy
@@ -68,10 +72,16 @@ def laravel(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def png(seed: int, size: int = 16) -> bytes:
-    """A small valid PNG whose pixels depend on `seed`: distinct seeds give distinct bytes."""
+def png(seed: int, size: int = 16, category: str | None = None) -> bytes:
+    """A small valid PNG whose pixels depend on `seed`: distinct seeds give distinct bytes. With a `category` (one of
+    semantics.CATEGORIES) it is a square of the category's colour, speckled by the seed; else random noise."""
     rng = random.Random(seed)
-    rows = b"".join(b"\x00" + bytes(rng.randrange(256) for _ in range(size * 3)) for _ in range(size))
+    if category is None:
+        pixel = lambda: [rng.randrange(256) for _ in range(3)]  # noqa: E731
+    else:
+        colour = CATEGORIES[category]
+        pixel = lambda: [min(255, max(0, c + rng.randrange(-24, 25))) for c in colour]  # noqa: E731
+    rows = b"".join(b"\x00" + bytes(v for _ in range(size) for v in pixel()) for _ in range(size))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -127,6 +137,7 @@ class SampleShop:
     last_day: dt.date | None = None
     broken: dict[int, str] = field(default_factory=dict)  # product_image_id -> why it cannot be embedded
     products_without_images: int = 0
+    categories: dict[int, str] = field(default_factory=dict)  # product_id -> its category (semantics.CATEGORIES)
 
 
 def build_sample_shop(
@@ -142,6 +153,8 @@ def build_sample_shop(
 ) -> SampleShop:
     """Fill a fresh shop: products with 1-3 images over `days` days ending `today`; a few images are broken.
 
+    Each product belongs to a category (round robin) that names it and colours its images.
+
     Half the paths are relative (Laravel's public storage), so IMAGE_BASE_URL must be the server's base URL.
     """
     rng = random.Random(seed)
@@ -155,8 +168,15 @@ def build_sample_shop(
         day = shop.first_day + dt.timedelta(days=rng.randrange(days))
         created = dt.datetime.combine(day, dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60)))
         stamp = laravel(created) if timestamps == "text" else created
+        category = NAMES[product_id % len(NAMES)]
+        shop.categories[product_id] = category
         product_rows.append(
-            {"id": product_id, "name": f"Sample product {product_id}", "created_at": stamp, "updated_at": stamp}
+            {
+                "id": product_id,
+                "name": f"{category.capitalize()} {product_id}",
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
         )
         if product_id % 40 == 0:
             shop.products_without_images += 1
@@ -164,7 +184,7 @@ def build_sample_shop(
         for position in range(rng.randint(1, 3)):
             image_id += 1
             path = f"products/{product_id}/{position}.png"
-            server.images[path] = png(image_id)
+            server.images[path] = png(image_id, category=category)
             if image_id % 2:
                 path = f"{server.base_url}/{path}"
             image_rows.append(

@@ -12,6 +12,7 @@ import requests
 
 from replicate_assets.replicate import DIMENSIONS
 from replicate_assets.testing.emulator.predictions import Prediction, iso
+from replicate_assets.testing.semantics import text_embedding
 
 if TYPE_CHECKING:
     from replicate_assets.testing.emulator.server import Emulator
@@ -39,7 +40,7 @@ class Model:
         return array("d", self.embed(data) if is_image else self.embed_text(item))  # 6 KB, not 25 as a list
 
     def embed_text(self, text: str) -> list[float]:
-        return self.embed(text.encode())
+        return text_embedding(text)
 
     def run(self, prediction: Prediction) -> None:
         """Compute the output of a prediction whose time has come (once)."""

@@ -1,27 +1,23 @@
 """The emulator's predictions: their documents, as Replicate renders them, and the model's work.
 
 The embedding of an image is a deterministic function of its bytes (`embedding_for`): the same bytes give the
-same 768 floats, so tests can check every stored vector.
+same 768 floats, so tests can check every stored vector; sample-shop images of one category come out near each
+other, and near the words that name it (a stand-in for CLIP's semantics, see semantics.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from replicate_assets.replicate import DIMENSIONS
+from replicate_assets.testing.semantics import image_embedding
 
 
 def embedding_for(data: bytes) -> list[float]:
-    """The emulator's embedding of some bytes: 768 floats, the same for the same bytes."""
-    seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
-    vector = np.random.default_rng(seed).standard_normal(DIMENSIONS)
-    return [round(float(x), 6) for x in vector]
+    """The emulator's embedding of an image's bytes: 768 floats, the same for the same bytes (see semantics.py)."""
+    return image_embedding(data)
 
 
 def iso(moment: float) -> str:

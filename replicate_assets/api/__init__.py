@@ -1,0 +1,1 @@
+"""The search API for the shop's web app: a small JSON HTTP service on Starlette and uvicorn (app.py)."""

@@ -1,0 +1,113 @@
+"""`product_similarities` and `product_duplicates`, the public answers of the similarity domain.
+
+Laravel reads a product's list with one indexed query: `where product_id = ? order by rank`. Lists are replaced
+per product in one transaction, so a reader never sees half a list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from replicate_assets.db.engine import in_transaction
+from replicate_assets.db.schema import Schema
+from replicate_assets.similarity.lists import Lists
+
+BATCH = 5000  # rows per INSERT: fast on every dialect, below their parameter limits
+
+
+class SimilarityStore:
+    """Reads and writes of the similarity tables for one shop database."""
+
+    def __init__(self, schema: Schema):
+        self.schema, self.engine = schema, schema.engine
+        self.table, self.duplicates = schema.similarities, schema.duplicates
+
+    def model(self) -> str | None:
+        """The model the stored lists were computed with (None: no lists yet)."""
+        self.schema.ensure_tables()
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(self.table.c.model).limit(1)).scalar()
+
+    def lists(self, products: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
+        """The stored lists of `products`, best first."""
+        t, found = self.table, defaultdict(list)
+        wanted = sorted(set(products))
+        with self.engine.connect() as conn:
+            for lo in range(0, len(wanted), BATCH):
+                query = (
+                    sa.select(t.c.product_id, t.c.similar_product_id, t.c.score)
+                    .where(t.c.product_id.in_(wanted[lo : lo + BATCH]))
+                    .order_by(t.c.product_id, t.c.rank)
+                )
+                for p, q, s in conn.execute(query):
+                    found[int(p)].append((int(q), float(s)))
+        return dict(found)
+
+    def kth_scores(self, k: int) -> dict[int, float]:
+        """The K-th score of every full list (a product absent here takes any product in)."""
+        t = self.table
+        with self.engine.connect() as conn:
+            return {
+                int(p): float(s) for p, s in conn.execute(sa.select(t.c.product_id, t.c.score).where(t.c.rank == k))
+            }
+
+    def containing(self, products: Iterable[int]) -> set[int]:
+        """Products whose list shows one of `products`."""
+        t, wanted, found = self.table, sorted(set(products)), set()
+        with self.engine.connect() as conn:
+            for lo in range(0, len(wanted), BATCH):
+                chunk = wanted[lo : lo + BATCH]
+                found |= {
+                    int(p) for (p,) in conn.execute(sa.select(t.c.product_id).where(t.c.similar_product_id.in_(chunk)))
+                }
+        return found
+
+    def replace(self, lists: Lists, model: str, products: Iterable[int] | None, at: dt.datetime) -> int:
+        """Store `lists` in place of the lists of `products` (None: of every product), in one transaction."""
+        t = self.table
+        rows = [
+            {"product_id": p, "rank": r, "similar_product_id": q, "score": s, "model": model, "computed_at": at}
+            for p, q, s, r in zip(
+                lists.p.tolist(), lists.q.tolist(), lists.s.tolist(), lists.rank.tolist(), strict=True
+            )
+        ]
+        wanted = None if products is None else sorted(set(products))
+
+        def work(conn: sa.Connection) -> None:
+            if wanted is None:
+                conn.execute(sa.delete(t))
+            else:
+                for lo in range(0, len(wanted), BATCH):
+                    conn.execute(sa.delete(t).where(t.c.product_id.in_(wanted[lo : lo + BATCH])))
+            for lo in range(0, len(rows), BATCH):
+                conn.execute(sa.insert(t), rows[lo : lo + BATCH])
+
+        in_transaction(self.engine, work)
+        return len(rows)
+
+    def replace_duplicates(self, pairs: dict[tuple[int, int], str], model: str, at: dt.datetime) -> int:
+        """Store every duplicate pair (the whole table: the pairs are cheap to compute from digests)."""
+        d = self.duplicates
+        rows = [
+            {"product_id": p, "duplicate_product_id": q, "reason": why, "model": model, "computed_at": at}
+            for (p, q), why in sorted(pairs.items())
+        ]
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(d))
+            for lo in range(0, len(rows), BATCH):
+                conn.execute(sa.insert(d), rows[lo : lo + BATCH])
+
+        in_transaction(self.engine, work)
+        return len(rows)
+
+    def counts(self) -> dict[str, int]:
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(t.c.product_id)))).one()
+            duplicates = conn.execute(sa.select(sa.func.count()).select_from(self.duplicates)).scalar_one()
+        return {"rows": rows[0], "products": rows[1], "duplicate_pairs": duplicates}

@@ -1,0 +1,164 @@
+"""`clip_image_vectors`: search-ready copies of `product_embeddings` (unit float32), private to similarity.
+
+`sync` copies what `product_embeddings` gained or changed and marks what it lost (`removed`), so the
+similarity lists can be brought up to date incrementally: a vector with `listed_at` older than its `updated_at`
+(or none) is not yet in the lists, a `removed` one is still in some.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import sqlalchemy as sa
+
+from replicate_assets.db.engine import in_transaction, pages, upsert_statement
+from replicate_assets.db.instants import utcnow
+from replicate_assets.db.schema import Schema
+from replicate_assets.similarity.neighbours import Images
+from replicate_assets.similarity.vectors import digest, from_bytes, normalised, parse, to_bytes
+from replicate_assets.urls import url_hash
+
+COLUMNS = ("product_image_id", "product_id", "model", "image_url", "url_hash", "digest", "published_at", "updated_at")
+COLUMNS = (*COLUMNS, "removed", "vector")
+KEY = ("product_image_id",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Synced:
+    copied: int  # vectors new or changed
+    removed: int  # images gone from product_embeddings
+    model_changed: bool  # every vector was of another model: lists must be rebuilt
+    skipped: int  # embeddings that have no direction (never searchable)
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalogue:
+    """The vectors of live products, with what the lists have not taken in yet."""
+
+    images: Images
+    unlisted: np.ndarray  # bool per image: new or changed since the lists were computed
+    relisted: np.ndarray  # bool per image: changed (it was in the lists with another vector)
+    gone_products: set[int]  # products whose images were removed or that were soft-deleted, still in lists
+
+
+class VectorStore:
+    """Reads and writes of `clip_image_vectors` for one shop database."""
+
+    def __init__(self, schema: Schema, dimensions: int = 768):
+        self.schema, self.engine, self.table, self.dimensions = schema, schema.engine, schema.vectors, dimensions
+
+    def sync(self, model: str, page_size: int = 1000) -> Synced:
+        """Copy new and changed embeddings of `model`; mark removed ones. Idempotent."""
+        self.schema.ensure_tables()
+        v, e = self.table, self.schema.embeddings
+        with self.engine.begin() as conn:
+            model_changed = bool(
+                conn.execute(sa.select(v.c.product_image_id).where(v.c.model != model).limit(1)).first()
+            )
+            if model_changed:
+                conn.execute(sa.delete(v))
+            gone = ~sa.select(e.c.id).where(e.c.product_image_id == v.c.product_image_id, e.c.model == model).exists()
+            removed = conn.execute(sa.update(v).where(gone, v.c.removed.is_(False)).values(removed=True)).rowcount
+        changed = sa.or_(
+            v.c.product_image_id.is_(None),
+            v.c.published_at != e.c.updated_at,
+            v.c.removed.is_(True),
+            v.c.published_at.is_(None),
+        )
+        query = (
+            sa.select(e.c.product_image_id, e.c.product_id, e.c.image_url, e.c.updated_at, e.c.embedding)
+            .select_from(e.outerjoin(v, v.c.product_image_id == e.c.product_image_id))
+            .where(e.c.model == model, changed)
+        )
+        copied = skipped = 0
+        for page in pages(self.engine, query, e.c.product_image_id, page_size):
+            rows, now = [], utcnow()
+            for row in page:
+                try:
+                    vector = normalised(parse(row.embedding))
+                except ValueError:
+                    skipped += 1
+                    continue
+                rows.append(
+                    {
+                        "product_image_id": row.product_image_id,
+                        "product_id": row.product_id,
+                        "model": model,
+                        "image_url": row.image_url,
+                        "url_hash": url_hash(row.image_url) if row.image_url else None,
+                        "digest": digest(vector),
+                        "published_at": row.updated_at,
+                        "updated_at": now,
+                        "removed": False,
+                        "vector": to_bytes(vector),
+                    }
+                )
+            if rows:
+                in_transaction(
+                    self.engine, lambda conn, rows=rows: conn.execute(upsert_statement(conn, v, COLUMNS, KEY), rows)
+                )
+                copied += len(rows)
+        return Synced(copied, removed, model_changed, skipped)
+
+    def _upsert(self, conn: sa.Connection, rows: list[dict]) -> None:
+        conn.execute(upsert_statement(conn, self.table, COLUMNS, KEY), rows)
+
+    def catalogue(self, model: str) -> Catalogue:
+        """Every vector of `model` whose product is live, and what changed since the lists were computed."""
+        self.schema.ensure_tables()
+        v, p = self.table, self.schema.products
+        deleted = p.c.deleted_at.is_not(None) if self.schema.has_deleted_at else sa.false()
+        query = (
+            sa.select(
+                v.c.product_image_id,
+                v.c.product_id,
+                v.c.url_hash,
+                v.c.digest,
+                v.c.listed_at,
+                v.c.updated_at,
+                v.c.removed,
+                sa.case((deleted, True), else_=sa.null()).label("deleted"),
+                p.c.id.label("product_found"),
+                v.c.vector,
+            )
+            .select_from(v.outerjoin(p, p.c.id == v.c.product_id))
+            .where(v.c.model == model)
+            .order_by(v.c.product_image_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        live = [r for r in rows if not r.removed and r.deleted is None and r.product_found is not None]
+        gone = {
+            int(r.product_id)
+            for r in rows
+            if r.listed_at is not None and (r.removed or r.deleted or not r.product_found)
+        }
+        images = Images(
+            np.array([r.product_image_id for r in live], dtype=np.int64),
+            np.array([r.product_id for r in live], dtype=np.int64),
+            from_bytes([r.vector for r in live], self.dimensions),
+            np.array([r.digest for r in live], dtype=object),
+            np.array([r.url_hash for r in live], dtype=object),
+        )
+        unlisted = np.array([r.listed_at is None or r.listed_at < r.updated_at for r in live], dtype=bool)
+        relisted = np.array([r.listed_at is not None and r.listed_at < r.updated_at for r in live], dtype=bool)
+        return Catalogue(images, unlisted, relisted, gone)
+
+    def mark_listed(self, model: str, at: dt.datetime) -> None:
+        """The lists now reflect every vector: stamp them, and drop the removed ones."""
+        v = self.table
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(v).where(v.c.removed.is_(True)))
+            conn.execute(sa.update(v).where(v.c.model == model).values(listed_at=at))
+
+        in_transaction(self.engine, work)
+
+    def count(self, model: str) -> int:
+        v = self.table
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(v.c.model == model, v.c.removed.is_(False))
+            ).scalar_one()

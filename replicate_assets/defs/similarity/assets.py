@@ -1,0 +1,114 @@
+"""Similar products and the search index, downstream of `embedding_table` (both unpartitioned).
+
+`product_similarities` keeps each product's most similar products in the shop's database, updated incrementally
+when new embeddings land (its automation condition: eager, evaluated by the daemon's automation sensor), rebuilt
+in full on demand (`full_rebuild`) and when the model changes. `similarity_index` writes the search index the
+`search` command and the HTTP API read.
+"""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from replicate_assets.db.vectors import VectorStore
+from replicate_assets.defs.embeddings.assets import fix_first
+from replicate_assets.defs.resources import ReplicateResource, ShopDatabase, SimilarityOptions
+from replicate_assets.similarity.index import SearchIndex, build, recall, slug
+from replicate_assets.similarity.update import update_similarities
+
+GROUP = "similarity"
+
+
+class RebuildConfig(dg.Config):
+    full_rebuild: bool = False
+    """Compute every list again (otherwise only what new, changed or removed images touch)."""
+
+
+@dg.asset(
+    deps=["embedding_table"],
+    group_name=GROUP,
+    kinds={"sql", "python"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Each product's top K similar products (its best pair of images against theirs; never itself, never "
+    "a product showing the very same image, never a soft-deleted one) in product_similarities, and products "
+    "sharing an image in product_duplicates. Updated incrementally as embeddings land.",
+)
+def product_similarities(
+    context: dg.AssetExecutionContext,
+    config: RebuildConfig,
+    shop: ShopDatabase,
+    replicate: ReplicateResource,
+    similarity: SimilarityOptions,
+) -> dg.MaterializeResult:
+    with fix_first():
+        schema, model = shop.schema(), replicate.spec.reference
+    updated = update_similarities(schema, model, similarity.k, full=config.full_rebuild)
+    context.log.info(
+        f"{updated.mode} update ({updated.reason}): {updated.lists_written} lists, {updated.rows_written} rows "
+        f"written in {updated.seconds:.1f} s; {updated.duplicate_pairs} duplicate pairs"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "mode": updated.mode,
+            "reason": updated.reason,
+            "images": updated.images,
+            "products": updated.products,
+            "lists_written": updated.lists_written,
+            "rows_written": updated.rows_written,
+            "duplicate_pairs": updated.duplicate_pairs,
+            "vectors_copied": updated.vectors_copied,
+            "seconds": updated.seconds,
+            "k": similarity.k,
+            "model": model,
+        }
+    )
+
+
+@dg.asset(
+    deps=[product_similarities],
+    group_name=GROUP,
+    kinds={"python"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="The search index over every live image vector: exact search in memory up to 20,000 images; above, "
+    "an inverted-file index (faiss, 8-bit vectors) written to SIMILARITY_INDEX_DIR, with its measured recall@10.",
+)
+def similarity_index(
+    context: dg.AssetExecutionContext, shop: ShopDatabase, replicate: ReplicateResource, similarity: SimilarityOptions
+) -> dg.MaterializeResult:
+    with fix_first():
+        schema, model = shop.schema(), replicate.spec.reference
+    started = time.monotonic()
+    images = VectorStore(schema).catalogue(model).images
+    index = build(images, model)
+    path = index.save(similarity.index_folder) if index.kind != "exact" else None
+    if path is None:
+        for stale in _saved_files(similarity.index_folder, model):
+            stale.unlink()  # exact search needs no file: a stale one must not be served
+    built = time.monotonic() - started
+    measured = recall(index, images.vectors)
+    context.log.info(f"{index.kind} index over {len(index)} images, recall@10 {measured:.3f}, built in {built:.1f} s")
+    return dg.MaterializeResult(
+        metadata={
+            "kind": index.kind,
+            "size": len(index),
+            "model": model,
+            "recall_at_10": round(measured, 4),
+            "build_seconds": round(built, 2),
+            "path": str(path) if path else "(exact search in memory)",
+        }
+    )
+
+
+def _saved_files(folder: str, model: str) -> list[Path]:
+    stem = Path(folder) / slug(model)
+    return [stem.with_suffix(s) for s in (".faiss", ".npz", ".json") if stem.with_suffix(s).exists()]
+
+
+def load_index(folder: str, model: str, schema) -> tuple[SearchIndex, object]:
+    """The index as the search server will use it, and the live images (for checks)."""
+    images = VectorStore(schema).catalogue(model).images
+    return SearchIndex.load(folder, model) or build(images, model), images
+
+
+ASSETS = [product_similarities, similarity_index]

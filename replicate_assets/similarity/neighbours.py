@@ -1,0 +1,146 @@
+"""Nearest images, and from them each product's most similar products (its score: the best pair of images).
+
+For each image we find its L nearest images; a product's candidates are the other products those neighbours
+belong to. With L large enough this is exact: any product missing from an image's list scores at most that list's
+lowest similarity (its floor), so a product whose K-th score reaches every one of its images' floors has its exact
+top K. Products that do not are computed again against every image (`exact_lists`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from replicate_assets.similarity.vectors import DTYPE
+
+# Below this many images, neighbours are found exactly (a matrix product); above, with an inverted-file index
+# whose recall is measured by the `similarity_index_recall` check and the benchmark (BENCHMARKS.md).
+EXACT_LIMIT = 30_000
+IVF_PROBES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """The images of live products for one model: ids, their products, unit vectors, digests and URL hashes."""
+
+    ids: np.ndarray  # int64, product_image_id
+    products: np.ndarray  # int64, product_id
+    vectors: np.ndarray  # (n, d) float32, unit rows
+    digests: np.ndarray  # object (str): identical vectors share one
+    url_hashes: np.ndarray  # object (str | None)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> Images:
+        return Images(
+            self.ids[mask], self.products[mask], self.vectors[mask], self.digests[mask], self.url_hashes[mask]
+        )
+
+
+def _faiss():
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
+    return faiss
+
+
+def nearest(queries: np.ndarray, base: np.ndarray, k: int, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` most similar rows of `base` for each query (inner product of unit vectors: cosine), best first.
+
+    Returns (positions in `base`, similarities); a position of -1 pads when `base` has fewer than `k` rows.
+    `exact=False` with a large base uses an inverted-file index (faster, recall below 1).
+    """
+    faiss = _faiss()
+    k = max(1, min(k, len(base))) if len(base) else 1
+    if len(base) == 0:
+        return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, DTYPE)
+    if exact or len(base) <= EXACT_LIMIT:
+        index = faiss.IndexFlatIP(base.shape[1])
+    else:
+        lists = int(4 * np.sqrt(len(base)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(base.shape[1]), base.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        index.train(base[rng.choice(len(base), min(len(base), 40 * lists), replace=False)])
+        index.nprobe = IVF_PROBES
+    index.add(np.ascontiguousarray(base, dtype=DTYPE))
+    sims, positions = index.search(np.ascontiguousarray(queries, dtype=DTYPE), k)
+    return positions.astype(np.int64), sims
+
+
+def best_pairs(
+    query_products: np.ndarray, positions: np.ndarray, sims: np.ndarray, base_products: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(product, other product, best similarity) for every pair the neighbour lists show, a product never with
+    itself; each pair once, with its best image pair."""
+    width = positions.shape[1]
+    p = np.repeat(query_products, width)
+    flat = positions.ravel()
+    valid = flat >= 0
+    q = np.where(valid, base_products[np.maximum(flat, 0)], -1)
+    s = sims.ravel()
+    keep = valid & (q != p)
+    return best_of(p[keep], q[keep], s[keep])
+
+
+def top(p: np.ndarray, q: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The `k` best pairs of each product, best first (ties: the smaller product id): (p, q, s, rank from 1)."""
+    order = np.lexsort((q, -s, p))
+    p, q, s = p[order], q[order], s[order]
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]]) if len(p) else np.zeros(0, np.int64)
+    rank = np.arange(len(p)) - np.repeat(starts, np.diff(np.r_[starts, len(p)])) + 1
+    keep = rank <= k
+    return p[keep], q[keep], s[keep], rank[keep]
+
+
+def floors(query_products: np.ndarray, sims: np.ndarray, exhaustive: bool) -> dict[int, float]:
+    """Per product: the highest of its images' lowest listed similarities (what an unlisted product may score)."""
+    if exhaustive:
+        return {}
+    lowest = sims[:, -1]
+    order = np.argsort(query_products, kind="stable")
+    products, lowest = query_products[order], lowest[order]
+    starts = np.flatnonzero(np.r_[True, products[1:] != products[:-1]])
+    return dict(zip(products[starts].tolist(), np.maximum.reduceat(lowest, starts).tolist(), strict=True))
+
+
+def uncertain(
+    p: np.ndarray, s: np.ndarray, rank: np.ndarray, k: int, floor: dict[int, float], every: np.ndarray
+) -> set[int]:
+    """Products whose list may miss a better product: fewer than `k` found, or a K-th score below their floor."""
+    if not floor:
+        return set()
+    kth = dict(zip(p[rank == k].tolist(), s[rank == k].tolist(), strict=True))
+    return {int(x) for x in every if kth.get(int(x), -np.inf) < floor.get(int(x), -np.inf)}
+
+
+def exact_scores(images: Images, products: list[int], batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best pairs of `products` against every other product, computed against every image (exact)."""
+    order = np.argsort(images.products, kind="stable")
+    sorted_products = images.products[order]
+    starts = np.flatnonzero(np.r_[True, sorted_products[1:] != sorted_products[:-1]])
+    targets = sorted_products[starts]
+    wanted = np.isin(images.products, np.asarray(products, dtype=np.int64))
+    rows = np.flatnonzero(wanted)
+    ps, qs, ss = [], [], []
+    for lo in range(0, len(rows), batch):
+        chunk = rows[lo : lo + batch]
+        best = np.maximum.reduceat(images.vectors[chunk] @ images.vectors[order].T, starts, axis=1)
+        p = np.repeat(images.products[chunk], len(targets))
+        q = np.tile(targets, len(chunk))
+        keep = q != p
+        ps.append(p[keep]), qs.append(q[keep]), ss.append(best.ravel()[keep])
+    if not ps:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, DTYPE)
+    return best_of(np.concatenate(ps), np.concatenate(qs), np.concatenate(ss))
+
+
+def best_of(p: np.ndarray, q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each (p, q) once, with its best score."""
+    order = np.lexsort((-s, q, p))
+    p, q, s = p[order], q[order], s[order]
+    first = np.ones(len(p), dtype=bool)
+    first[1:] = (p[1:] != p[:-1]) | (q[1:] != q[:-1])
+    return p[first], q[first], s[first]

@@ -1,0 +1,148 @@
+"""Search the catalogue: by words, by an example photo, or like a product. Results are products (a product scores
+its best-matching image), with their name, score and best image.
+
+A text or image query is embedded by the configured Replicate model once: its unit vector is kept in
+`search_query_embeddings`, so asking again costs nothing and answers in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import sqlalchemy as sa
+
+from replicate_assets.db.query_cache import QueryCache
+from replicate_assets.db.schema import Schema
+from replicate_assets.db.similarities import SimilarityStore
+from replicate_assets.db.vectors import VectorStore
+from replicate_assets.similarity.index import SearchIndex, build
+from replicate_assets.similarity.vectors import normalised
+
+Embed = Callable[[str, str], list[float]]  # (kind, value) -> raw embedding, one Replicate prediction
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    product_id: int
+    name: str | None
+    score: float
+    image_url: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    hits: list[Hit]
+    cached: bool  # the query's embedding was known: no prediction was paid for
+    milliseconds: float
+
+
+class Searcher:
+    """Searches one shop database's products for one model; `refresh` reloads the vectors (or the saved index)."""
+
+    def __init__(self, schema: Schema, model: str, index_folder: str | None = None, embed: Embed | None = None):
+        self.schema, self.model, self.index_folder, self.embed_remote = schema, model, index_folder, embed
+        self.cache, self.similar = QueryCache(schema), SimilarityStore(schema)
+        self.index: SearchIndex | None = None
+        self.loaded_at = 0.0
+        self.live: set[int] = set()
+
+    def refresh(self) -> SearchIndex:
+        """Load the live vectors; use the saved index when it covers exactly them, else build one in memory."""
+        images = VectorStore(self.schema).catalogue(self.model).images
+        saved = SearchIndex.load(self.index_folder, self.model) if self.index_folder else None
+        if saved is not None and len(saved) == len(images) and np.array_equal(np.sort(saved.ids), np.sort(images.ids)):
+            self.index = saved
+        else:
+            self.index = build(images, self.model)
+        self.live = set(images.products.tolist())
+        self.loaded_at = time.monotonic()
+        return self.index
+
+    def embed(self, kind: str, value: str) -> tuple[np.ndarray, bool]:
+        """The unit vector of a query (from the cache, or one prediction); raises ReplicateError when refused."""
+        vector = self.cache.get(self.model, kind, value)
+        if vector is not None:
+            return vector, True
+        if self.embed_remote is None:
+            raise RuntimeError("this searcher has no Replicate client: only product searches are possible")
+        vector = normalised(np.asarray(self.embed_remote(kind, value), dtype=np.float32))
+        self.cache.put(self.model, kind, value, vector)
+        return vector, False
+
+    def query(self, kind: str, value: str, limit: int = 10, min_score: float | None = None) -> Answer:
+        """Products for a text (kind "text") or an image URL (kind "image")."""
+        started = time.perf_counter()
+        vector, cached = self.embed(kind, value)
+        hits = self.by_vector(vector, limit, min_score)
+        return Answer(hits, cached, (time.perf_counter() - started) * 1000)
+
+    def by_vector(
+        self, vector: np.ndarray, limit: int, min_score: float | None = None, skip: int | None = None
+    ) -> list[Hit]:
+        """The best `limit` products for a unit vector (their best image's score), best first."""
+        index = self.index or self.refresh()
+        width, best = min(len(index), limit * 4 + 16), {}
+        while True:
+            positions, sims = index.search(vector.reshape(1, -1), width)
+            for position, score in zip(positions[0].tolist(), sims[0].tolist(), strict=True):
+                product = int(index.products[position]) if position >= 0 else None
+                if product is None or product == skip or product not in self.live or product in best:
+                    continue
+                best[product] = (float(score), int(index.ids[position]))
+            if len(best) >= limit or width >= len(index):
+                break
+            width = min(len(index), width * 4)
+        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+        ranked = [(p, s, i) for p, (s, i) in ranked if min_score is None or s >= min_score]
+        return self._hits(ranked)
+
+    def like_product(self, product_id: int, limit: int = 10, min_score: float | None = None) -> Answer:
+        """Products similar to `product_id`: its precomputed list (product_similarities), else computed now."""
+        started = time.perf_counter()
+        listed = self.similar.lists([product_id]).get(product_id)
+        if listed:
+            ranked = [(q, s, None) for q, s in listed[:limit] if min_score is None or s >= min_score]
+            return Answer(self._hits(ranked), True, (time.perf_counter() - started) * 1000)
+        vectors = self._vectors_of(product_id)
+        if vectors is None:
+            raise LookupError(f"product {product_id} has no embedded image (or does not exist)")
+        found: dict[int, Hit] = {}
+        for vector in vectors:
+            for hit in self.by_vector(vector, limit, min_score, skip=product_id):
+                if hit.product_id not in found or found[hit.product_id].score < hit.score:
+                    found[hit.product_id] = hit
+        hits = sorted(found.values(), key=lambda h: (-h.score, h.product_id))[:limit]
+        return Answer(hits, True, (time.perf_counter() - started) * 1000)
+
+    def _vectors_of(self, product_id: int) -> np.ndarray | None:
+        index = self.index or self.refresh()
+        positions = np.flatnonzero(index.products == product_id)
+        if not len(positions) or index.vectors is None:
+            rows = VectorStore(self.schema).catalogue(self.model).images
+            positions = np.flatnonzero(rows.products == product_id)
+            return rows.vectors[positions] if len(positions) else None
+        return index.vectors[positions]
+
+    def _hits(self, ranked: list[tuple[int, float, int | None]]) -> list[Hit]:
+        """Hits with the products' names and the URL of the best image (or of their first one)."""
+        if not ranked:
+            return []
+        products = [p for p, _, _ in ranked]
+        p, v = self.schema.products, self.schema.vectors
+        with self.schema.engine.connect() as conn:
+            names = {}
+            if "name" in p.c:
+                names = dict(conn.execute(sa.select(p.c.id, p.c.name).where(p.c.id.in_(products))).all())
+            urls: dict[int, str] = {}
+            images: dict[int, str] = {}
+            for image_id, product, url in conn.execute(
+                sa.select(v.c.product_image_id, v.c.product_id, v.c.image_url)
+                .where(v.c.product_id.in_(products), v.c.model == self.model)
+                .order_by(v.c.product_image_id)
+            ):
+                images[int(image_id)] = url
+                urls.setdefault(int(product), url)
+        return [Hit(p_, names.get(p_), round(s, 4), images.get(i) if i else urls.get(p_)) for p_, s, i in ranked]

@@ -1,0 +1,116 @@
+"""Bring `product_similarities` up to date: incrementally (what changed since the last update), or in full.
+
+An increment gives the same lists as a full rebuild: new products get their lists computed against every image;
+the lists a new product now enters gain it (scores are symmetric, so the new products' exact scores say which);
+lists that show a changed, removed or soft-deleted product are computed again. A full rebuild happens on demand,
+when the model changes, and when so much changed that recomputing the touched lists would cost more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from replicate_assets.db.instants import utcnow
+from replicate_assets.db.schema import Schema
+from replicate_assets.db.similarities import SimilarityStore
+from replicate_assets.db.vectors import Catalogue, VectorStore
+from replicate_assets.similarity.lists import (
+    Lists,
+    duplicate_pairs,
+    entering,
+    merged,
+    new_product_lists,
+    recomputed,
+    similar_products,
+)
+
+FULL_ABOVE = 0.2  # recompute more than this share of the products' lists: rebuild them all instead
+
+
+@dataclasses.dataclass(frozen=True)
+class Updated:
+    mode: str  # "full", "incremental" or "none"
+    reason: str
+    images: int
+    products: int
+    lists_written: int
+    rows_written: int
+    duplicate_pairs: int
+    vectors_copied: int
+    seconds: float
+
+
+def update_similarities(schema: Schema, model: str, k: int, full: bool = False) -> Updated:
+    """Copy the new embeddings' vectors, then update the lists (in full with `full=True`)."""
+    started = time.monotonic()
+    vectors, store = VectorStore(schema), SimilarityStore(schema)
+    synced = vectors.sync(model)
+    catalogue = vectors.catalogue(model)
+    images = catalogue.images
+    stored_model = store.model()
+    every = set(np.unique(images.products).tolist())
+    reason = (
+        "asked for"
+        if full
+        else f"the model changed ({stored_model} -> {model})"
+        if stored_model not in (None, model) or synced.model_changed
+        else "no lists yet"
+        if stored_model is None and len(images)
+        else ""
+    )
+    at = utcnow()
+    if not reason:
+        touched, lists = _increment(images, catalogue, store, k)
+        if touched is None:
+            reason = f"more than {FULL_ABOVE:.0%} of the lists changed"
+    if reason:
+        lists, touched = similar_products(images, k), None
+        written = store.replace(lists, model, None, at)
+        mode, count = "full", len(every)
+    elif touched:
+        written = store.replace(lists, model, touched, at)
+        mode, count = "incremental", len(touched)
+    else:
+        written, mode, count, reason = 0, "none", 0, "nothing changed"
+    duplicates = store.replace_duplicates(duplicate_pairs(images), model, at) if mode != "none" else 0
+    vectors.mark_listed(model, at)
+    return Updated(
+        mode,
+        reason or "new or changed images",
+        len(images),
+        len(every),
+        count,
+        written,
+        duplicates,
+        synced.copied,
+        round(time.monotonic() - started, 3),
+    )
+
+
+def _increment(images, catalogue: Catalogue, store: SimilarityStore, k: int) -> tuple[set[int] | None, Lists | None]:
+    """The lists that change, and their new contents; (None, None) when a full rebuild is cheaper."""
+    products = set(np.unique(images.products).tolist())
+    new = set(np.unique(images.products[catalogue.unlisted]).tolist())
+    changed = set(np.unique(images.products[catalogue.relisted]).tolist())
+    gone = catalogue.gone_products | changed
+    if not new and not gone:
+        return set(), None
+    # Lists that show a product whose vectors changed or left are computed again; so are changed products' own.
+    again = (store.containing(gone) | changed) & products
+    fresh = new - changed
+    if len(again | fresh) > FULL_ABOVE * max(len(products), 1):
+        return None, None
+    parts, touched = [], set(catalogue.gone_products)
+    if again:
+        parts.append(recomputed(images, sorted(again), k))
+        touched |= again
+    if fresh:
+        own, p, q, s = new_product_lists(images, sorted(fresh), k)
+        offers = {b: v for b, v in entering(p, q, s, fresh, store.kth_scores(k)).items() if b not in again}
+        parts += [own, merged(store.lists(offers), offers, k)]
+        touched |= fresh | set(offers)
+    lists = Lists(*(np.concatenate([getattr(part, f) for part in parts]) for f in ("p", "q", "s", "rank")))
+    return touched, lists
