@@ -96,9 +96,8 @@ def show_search(env: dict[str, str], shop) -> None:
     try:
         searcher = searcher_for(Settings.from_env(env))
         product = min(shop.categories)
-        print(
-            f"Products similar to #{product} ({shop.categories[product]}):  replicate-assets search --like-product {product}"
-        )
+        name = shop.categories[product]
+        print(f"Products similar to #{product} ({name}):  replicate-assets search --like-product {product}")
         for hit in searcher.like_product(product, 5).hits:
             print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
         print('Products for the words "red bag":  replicate-assets search --text "red bag"')
