@@ -19,6 +19,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
+def precise_now() -> dt.datetime:
+    """Now, as naive UTC to the microsecond (to tell apart changes made within one second)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 def naive_utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)

@@ -1,8 +1,8 @@
 """`clip_image_vectors`: search-ready copies of `product_embeddings` (unit float32), private to similarity.
 
 `sync` copies what `product_embeddings` gained or changed and marks what it lost (`removed`), so the
-similarity lists can be brought up to date incrementally: a vector with `listed_at` older than its `updated_at`
-(or none) is not yet in the lists, a `removed` one is still in some.
+similarity lists can be brought up to date incrementally: a vector whose `listed_at` is not its `updated_at` (to
+the microsecond) is not yet in the lists as it is now; a `removed` one is still in some.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from replicate_assets.db.engine import in_transaction, pages, upsert_statement
-from replicate_assets.db.instants import utcnow
+from replicate_assets.db.instants import precise_now
 from replicate_assets.db.schema import Schema
 from replicate_assets.similarity.neighbours import Images
 from replicate_assets.similarity.vectors import digest, from_bytes, normalised, parse, to_bytes
@@ -41,6 +41,8 @@ class Catalogue:
     unlisted: np.ndarray  # bool per image: new or changed since the lists were computed
     relisted: np.ndarray  # bool per image: changed (it was in the lists with another vector)
     gone_products: set[int]  # products whose images were removed or that were soft-deleted, still in lists
+    hidden_products: set[int]  # products soft-deleted or gone from `products`: never in a list
+    as_of: dt.datetime | None  # the newest change read: what `mark_listed` may stamp
 
 
 class VectorStore:
@@ -60,10 +62,15 @@ class VectorStore:
             if model_changed:
                 conn.execute(sa.delete(v))
             gone = ~sa.select(e.c.id).where(e.c.product_image_id == v.c.product_image_id, e.c.model == model).exists()
-            removed = conn.execute(sa.update(v).where(gone, v.c.removed.is_(False)).values(removed=True)).rowcount
+            removed = conn.execute(
+                sa.update(v).where(gone, v.c.removed.is_(False)).values(removed=True, updated_at=precise_now())
+            ).rowcount
         changed = sa.or_(
             v.c.product_image_id.is_(None),
             v.c.published_at != e.c.updated_at,
+            # product_embeddings keeps whole seconds: a republication within the same second shows in its URL or owner
+            v.c.image_url.is_distinct_from(e.c.image_url),
+            v.c.product_id != e.c.product_id,
             v.c.removed.is_(True),
             v.c.published_at.is_(None),
         )
@@ -74,7 +81,7 @@ class VectorStore:
         )
         copied = skipped = 0
         for page in pages(self.engine, query, e.c.product_image_id, page_size):
-            rows, now = [], utcnow()
+            rows, now = [], precise_now()
             for row in page:
                 try:
                     vector = normalised(parse(row.embedding))
@@ -135,6 +142,7 @@ class VectorStore:
             for r in rows
             if r.listed_at is not None and (r.removed or r.deleted or not r.product_found)
         }
+        hidden = {int(r.product_id) for r in rows if r.deleted or not r.product_found}
         images = Images(
             np.array([r.product_image_id for r in live], dtype=np.int64),
             np.array([r.product_id for r in live], dtype=np.int64),
@@ -142,17 +150,25 @@ class VectorStore:
             np.array([r.digest for r in live], dtype=object),
             np.array([r.url_hash for r in live], dtype=object),
         )
-        unlisted = np.array([r.listed_at is None or r.listed_at < r.updated_at for r in live], dtype=bool)
-        relisted = np.array([r.listed_at is not None and r.listed_at < r.updated_at for r in live], dtype=bool)
-        return Catalogue(images, unlisted, relisted, gone)
+        unlisted = np.array([r.listed_at != r.updated_at for r in live], dtype=bool)
+        relisted = np.array([r.listed_at is not None and r.listed_at != r.updated_at for r in live], dtype=bool)
+        as_of = max((r.updated_at for r in rows), default=None)
+        return Catalogue(images, unlisted, relisted, gone, hidden, as_of)
 
-    def mark_listed(self, model: str, at: dt.datetime) -> None:
-        """The lists now reflect every vector: stamp them, and drop the removed ones."""
+    def mark_listed(self, model: str, catalogue: Catalogue) -> None:
+        """The lists now reflect `catalogue`: stamp its vectors (not those changed since), drop its removed ones,
+        and unstamp hidden products' vectors (were one restored, its lists would be computed as new)."""
         v = self.table
+        if catalogue.as_of is None:
+            return
+        read = (v.c.model == model, v.c.updated_at <= catalogue.as_of)
+        hidden = sorted(catalogue.hidden_products)
 
         def work(conn: sa.Connection) -> None:
-            conn.execute(sa.delete(v).where(v.c.removed.is_(True)))
-            conn.execute(sa.update(v).where(v.c.model == model).values(listed_at=at))
+            conn.execute(sa.delete(v).where(*read, v.c.removed.is_(True)))
+            conn.execute(sa.update(v).where(*read).values(listed_at=v.c.updated_at))
+            for lo in range(0, len(hidden), 1000):
+                conn.execute(sa.update(v).where(v.c.product_id.in_(hidden[lo : lo + 1000])).values(listed_at=None))
 
         in_transaction(self.engine, work)
 

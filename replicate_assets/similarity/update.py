@@ -1,8 +1,8 @@
 """Bring `product_similarities` up to date: incrementally (what changed since the last update), or in full.
 
-An increment gives the same lists as a full rebuild: new products get their lists computed against every image;
-the lists a new product now enters gain it (scores are symmetric, so the new products' exact scores say which);
-lists that show a changed, removed or soft-deleted product are computed again. A full rebuild happens on demand,
+An increment gives the same lists as a full rebuild: new and changed products get their lists computed against
+every image; the lists they now enter gain them (scores are symmetric, so their exact scores say which); lists
+that showed a changed, removed or soft-deleted product are computed again. A full rebuild happens on demand,
 when the model changes, and when so much changed that recomputing the touched lists would cost more.
 """
 
@@ -27,7 +27,8 @@ from replicate_assets.similarity.lists import (
     similar_products,
 )
 
-FULL_ABOVE = 0.2  # recompute more than this share of the products' lists: rebuild them all instead
+FULL_ABOVE = 0.2  # recompute more than this share of the products' lists: rebuild them all instead ...
+FULL_FROM = 1000  # ... in a catalogue of this many products or more (a smaller one is cheap either way)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
     else:
         written, mode, count, reason = 0, "none", 0, "nothing changed"
     duplicates = store.replace_duplicates(duplicate_pairs(images), model, at) if mode != "none" else 0
-    vectors.mark_listed(model, at)
+    vectors.mark_listed(model, catalogue)
     return Updated(
         mode,
         reason or "new or changed images",
@@ -98,10 +99,11 @@ def _increment(images, catalogue: Catalogue, store: SimilarityStore, k: int) -> 
     gone = catalogue.gone_products | changed
     if not new and not gone:
         return set(), None
-    # Lists that show a product whose vectors changed or left are computed again; so are changed products' own.
-    again = (store.containing(gone) | changed) & products
-    fresh = new - changed
-    if len(again | fresh) > FULL_ABOVE * max(len(products), 1):
+    # Lists that show a product whose vectors changed or left are computed again. New and changed products get
+    # their own lists, and offer their (new) scores to every other list: a changed image may enter lists too.
+    fresh = new
+    again = (store.containing(gone) & products) - fresh
+    if len(products) >= FULL_FROM and len(again | fresh) > FULL_ABOVE * len(products):
         return None, None
     parts, touched = [], set(catalogue.gone_products)
     if again:

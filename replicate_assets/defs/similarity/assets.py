@@ -106,9 +106,12 @@ def _saved_files(folder: str, model: str) -> list[Path]:
 
 
 def load_index(folder: str, model: str, schema) -> tuple[SearchIndex, object]:
-    """The index as the search server will use it, and the live images (for checks)."""
+    """The index the search server would use (the saved one when it covers exactly the live images), and them."""
     images = VectorStore(schema).catalogue(model).images
-    return SearchIndex.load(folder, model) or build(images, model), images
+    saved = SearchIndex.load(folder, model)
+    if saved is not None and len(saved) == len(images) and set(saved.ids.tolist()) == set(images.ids.tolist()):
+        return saved, images
+    return build(images, model), images
 
 
 ASSETS = [product_similarities, similarity_index]

@@ -75,7 +75,7 @@ def products_without_neighbours(shop: ShopDatabase, replicate: ReplicateResource
         schema, model = shop.schema(), replicate.spec.reference
     products = set(VectorStore(schema).catalogue(model).images.products.tolist())
     with schema.engine.connect() as conn:
-        listed = {p for (p,) in conn.execute(sa.select(sa.distinct(schema.similarities.c.product_id)))}
+        listed = {p for (p,) in conn.execute(sa.select(schema.similarities.c.product_id).distinct())}
     missing = sorted(products - listed) if len(products) > 1 else []
     return dg.AssetCheckResult(
         passed=not missing,

@@ -1,0 +1,248 @@
+"""Similar products, duplicates and search, on SQLite, PostgreSQL and MariaDB, against a reference computed here.
+
+The reference is brute force with numpy over product_embeddings: a product's score against another is the best
+pair of their images (cosine of unit vectors); never itself, never a product that shows the very same image
+(same URL or an identical vector), never a soft-deleted product.
+"""
+
+import dataclasses
+import datetime as dt
+import json
+from collections import defaultdict
+
+import dagster as dg
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from conftest import DAYS, TODAY, definitions, make_resources, materialize_chain
+
+from replicate_assets.db import connect, engine_for
+from replicate_assets.defs.resources import SimilarityOptions
+from replicate_assets.testing.sample_shop import build_sample_shop, png
+
+K = 5
+
+
+def similarity_run(
+    resources, tmp_path, full=False, instance=None, selection=("product_similarities", "similarity_index")
+):
+    """Materialize the similarity assets in `selection` with their checks; no assets: run every similarity check
+    alone, on the tables and files as they are (the UI's "Execute checks")."""
+    defs = definitions()
+    group = [dg.AssetKey(name) for name in ("product_similarities", "similarity_index")]
+    resources = {**resources, "similarity": SimilarityOptions(k=K, index_folder=str(tmp_path / "index"))}
+    instance = instance or dg.DagsterInstance.ephemeral()
+    if not selection:
+        job = dg.define_asset_job("similarity_checks", selection=dg.AssetSelection.checks_for_assets(*group))
+        checks_only = dg.Definitions(
+            assets=[defs.get_assets_def(key) for key in group],
+            asset_checks=[c for c in defs.asset_checks if any(k.asset_key in group for k in c.check_keys)],
+            jobs=[job],
+            resources=resources,
+        )
+        return checks_only.resolve_job_def("similarity_checks").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    assets = [defs.get_assets_def(name) for name in selection]
+    checks = [c for c in defs.asset_checks if any(k.asset_key.path[0] in selection for k in c.check_keys)]
+    config = (
+        {"ops": {"product_similarities": {"config": {"full_rebuild": full}}}}
+        if "product_similarities" in selection
+        else None
+    )
+    return dg.materialize(
+        [*assets, *checks], resources=resources, run_config=config, instance=instance, raise_on_error=False
+    )
+
+
+def reference(url: str, k: int = K) -> dict[int, list[tuple[int, float]]]:
+    """Brute force over product_embeddings: every live product's top k."""
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT e.product_id, e.image_url, e.embedding FROM product_embeddings e JOIN products p "
+                "ON p.id = e.product_id WHERE p.deleted_at IS NULL"
+            )
+        ).all()
+    products = np.array([r.product_id for r in rows])
+    vectors = np.array([r.embedding if isinstance(r.embedding, list) else json.loads(r.embedding) for r in rows], float)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = vectors @ vectors.T
+    urls = [r.image_url for r in rows]
+    same = {
+        (products[i], products[j])
+        for i in range(len(rows))
+        for j in range(len(rows))
+        if urls[i] == urls[j] or np.array_equal(vectors[i], vectors[j])
+    }
+    best: dict[tuple[int, int], float] = {}
+    for i in range(len(rows)):
+        for j in range(len(rows)):
+            p, q = int(products[i]), int(products[j])
+            if p != q and (p, q) not in same:
+                best[(p, q)] = max(best.get((p, q), -2.0), float(sims[i, j]))
+    lists = defaultdict(list)
+    for (p, q), s in best.items():
+        lists[p].append((q, s))
+    return {p: sorted(v, key=lambda x: (-x[1], x[0]))[:k] for p, v in lists.items()}
+
+
+def stored(url: str) -> dict[int, list[tuple[int, float]]]:
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT product_id, similar_product_id, score FROM product_similarities ORDER BY product_id, rank")
+        ).all()
+    found = defaultdict(list)
+    for p, q, s in rows:
+        found[int(p)].append((int(q), float(s)))
+    return dict(found)
+
+
+def assert_same_lists(found, expected):
+    assert set(found) == set(expected)
+    for product, listed in expected.items():
+        got = found[product]
+        assert [q for q, _ in got] == [q for q, _ in listed], f"product {product}: {got} != {listed}"
+        assert np.allclose([s for _, s in got], [s for _, s in listed], atol=1e-5)
+
+
+@pytest.fixture
+def embedded(shop_url, image_server, fresh_emulator, tmp_path):
+    shop = build_sample_shop(engine_for(shop_url), image_server, products=40, days=3, today=TODAY)
+    resources = make_resources(shop_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    return shop, resources
+
+
+def test_lists_are_the_exact_top_k_with_duplicates_apart(shop_url, embedded, tmp_path):
+    shop, resources = embedded
+    result = similarity_run(resources, tmp_path)
+    assert result.success
+    assert_same_lists(stored(shop_url), reference(shop_url))
+    with engine_for(shop_url).connect() as conn:
+        duplicates = conn.execute(
+            sa.text("SELECT product_id, duplicate_product_id, reason FROM product_duplicates")
+        ).all()
+        several = conn.execute(
+            sa.text("SELECT product_id FROM product_embeddings GROUP BY product_id HAVING COUNT(*) > 1")
+        ).all()
+    # Products 2 and 6 share an image URL (the sample shop's doing): duplicates, never "similar".
+    pairs = {(int(p), int(q)): why for p, q, why in duplicates}
+    assert pairs[(2, 6)] == pairs[(6, 2)] == "same image URL"
+    assert 6 not in [q for q, _ in stored(shop_url)[2]]
+    assert several  # products with several images: their score is the best pair
+    metadata = result.asset_materializations_for_node("product_similarities")[0].metadata
+    assert metadata["mode"].value == "full" and metadata["rows_written"].value == sum(
+        map(len, stored(shop_url).values())
+    )
+    # The lists mean something: with the emulator's stand-in semantics, similar products share a category (but for
+    # the sample shop's products that show another product's image).
+    lists = stored(shop_url)
+    same = [shop.categories[listed[0][0]] == shop.categories[product] for product, listed in lists.items()]
+    assert sum(same) >= 0.9 * len(lists)
+
+
+def test_an_increment_gives_the_same_lists_as_a_rebuild(shop_url, embedded, image_server, fresh_emulator, tmp_path):
+    shop, resources = embedded
+    instance = dg.DagsterInstance.ephemeral()
+    assert similarity_run(resources, tmp_path, instance=instance).success
+    engine = engine_for(shop_url)
+    new_day = dt.datetime(2025, 1, 17, 20)
+    with engine.begin() as conn:  # a day's new products and images, a changed image, a soft delete
+        for product in (901, 902, 903):
+            conn.execute(
+                sa.text("INSERT INTO products (id, name, created_at, updated_at) VALUES (:i, :n, :d, :d)"),
+                {"i": product, "n": f"New {product}", "d": new_day},
+            )
+        for image, product, category in (
+            (9001, 901, "red leather bag"),
+            (9002, 901, "pink silk scarf"),
+            (9003, 902, "blue running shoe"),
+            (9004, 903, "green ceramic mug"),
+        ):
+            image_server.images[f"new/{image}.png"] = png(image, category=category)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                    "VALUES (:i, :p, :path, :d, :d)"
+                ),
+                {"i": image, "p": product, "path": f"new/{image}.png", "d": new_day},
+            )
+        image_server.images["changed/1.png"] = png(777, category="yellow rain jacket")
+        conn.execute(
+            sa.text("UPDATE product_images SET path = 'changed/1.png', updated_at = :d WHERE id = 1"), {"d": new_day}
+        )
+        conn.execute(sa.text("UPDATE products SET deleted_at = :d WHERE id = 4"), {"d": new_day})
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    result = similarity_run(resources, tmp_path, instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("product_similarities")[0].metadata
+    assert metadata["mode"].value == "incremental"
+    assert metadata["lists_written"].value < len(stored(shop_url))  # not every list was computed again
+    incremental = stored(shop_url)
+    assert 4 not in incremental and all(4 not in [q for q, _ in v] for v in incremental.values())  # soft-deleted
+    assert {901, 902, 903} <= set(incremental)
+    assert_same_lists(incremental, reference(shop_url))
+    rebuilt = similarity_run(resources, tmp_path, full=True, instance=instance)
+    assert rebuilt.asset_materializations_for_node("product_similarities")[0].metadata["mode"].value == "full"
+    assert_same_lists(stored(shop_url), incremental)
+
+
+def test_a_new_model_rebuilds_every_list(sqlite_url, image_server, fresh_emulator, tmp_path):
+    build_sample_shop(engine_for(sqlite_url), image_server, products=12, days=3, today=TODAY)
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    assert similarity_run(resources, tmp_path).success
+    other = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path, model="krthr/clip-embeddings")
+    assert materialize_chain(other, first=DAYS[0], last=DAYS[-1]).success
+    result = similarity_run(other, tmp_path)
+    metadata = result.asset_materializations_for_node("product_similarities")[0].metadata
+    assert metadata["mode"].value == "full" and "the model changed" in metadata["reason"].value
+    with engine_for(sqlite_url).connect() as conn:
+        models = {m for (m,) in conn.execute(sa.text("SELECT DISTINCT model FROM product_similarities"))}
+    assert models == {"krthr/clip-embeddings:" + "1c0371070cb827ec3c7f2f28adcdde54b50dcd239aa6faea0bc98b174ef03fb4"}
+
+
+def test_the_checks_fail_on_bad_data_and_pass_on_good(sqlite_url, image_server, fresh_emulator, tmp_path):
+    build_sample_shop(engine_for(sqlite_url), image_server, products=16, days=3, today=TODAY)
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    good = similarity_run(resources, tmp_path)
+    verdicts = {e.check_name: e.passed for e in good.get_asset_check_evaluations()}
+    assert verdicts == {"similarity_index_recall": True, "search_vectors": True, "products_without_neighbours": True}
+    schema = connect(sqlite_url)
+    with schema.engine.begin() as conn:  # a vector that is not unit length, and a product whose list is lost
+        conn.execute(
+            sa.update(schema.vectors)
+            .where(schema.vectors.c.product_image_id == 1)
+            .values(vector=np.full(768, 0.5, dtype=np.float32).tobytes())
+        )
+        conn.execute(sa.text("DELETE FROM product_similarities WHERE product_id = 2"))
+    bad = similarity_run(resources, tmp_path, selection=("product_similarities",))
+    evaluations = {e.check_name: e for e in bad.get_asset_check_evaluations()}
+    assert not evaluations["search_vectors"].passed
+    assert evaluations["search_vectors"].metadata["first_not_unit_image_ids"].value == [1]
+    assert not evaluations["products_without_neighbours"].passed
+    assert 2 in evaluations["products_without_neighbours"].metadata["first_product_ids"].value
+
+
+def test_an_index_that_misses_neighbours_fails_its_blocking_check(sqlite_url, image_server, fresh_emulator, tmp_path):
+    from replicate_assets.db.vectors import VectorStore
+    from replicate_assets.similarity.index import SearchIndex, build
+
+    build_sample_shop(engine_for(sqlite_url), image_server, products=16, days=3, today=TODAY)
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    assert similarity_run(resources, tmp_path).success
+    images = VectorStore(connect(sqlite_url)).catalogue("openai/clip").images
+    # An index whose vectors are not the images' (a corrupted or stale file): it finds the wrong neighbours.
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(images.vectors.shape).astype(np.float32)
+    wrong = build(
+        dataclasses.replace(images, vectors=noise / np.linalg.norm(noise, axis=1, keepdims=True)), "openai/clip"
+    )
+    SearchIndex("ivf", "openai/clip", images.ids, images.products, wrong.index).save(tmp_path / "index")
+    result = similarity_run(resources, tmp_path, selection=())  # the checks alone, on the files as they are
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "similarity_index_recall"]
+    assert not check.passed and check.blocking and check.metadata["recall_at_10"].value < 0.95
+    assert not result.success  # a blocking check that fails fails the run
