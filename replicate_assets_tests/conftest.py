@@ -26,7 +26,13 @@ from replicate_assets.chain import CHAIN_KEYS
 from replicate_assets.db import engine_for
 from replicate_assets.db import schema as schema_module
 from replicate_assets.defs.embeddings.sensors import range_tags
-from replicate_assets.defs.resources import EmbeddingPolicy, ProgressLog, ReplicateResource, ShopDatabase
+from replicate_assets.defs.resources import (
+    EmbeddingPolicy,
+    ProgressLog,
+    ReplicateResource,
+    ShopDatabase,
+    SimilarityOptions,
+)
 from replicate_assets.testing.emulator import Emulator
 from replicate_assets.testing.sample_shop import ImageServer, SampleShop, build_sample_shop
 
@@ -192,6 +198,43 @@ def materialize_chain(
         tags=tags,
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
+    )
+
+
+def similarity_run(
+    resources: dict,
+    tmp_path: Path,
+    full: bool = False,
+    instance: dg.DagsterInstance | None = None,
+    selection: tuple[str, ...] = ("product_similarities", "similarity_index"),
+    k: int = 5,
+) -> dg.ExecuteInProcessResult:
+    """Materialize the similarity assets in `selection` with their checks; no assets: run every similarity check
+    alone, on the tables and files as they are (the UI's "Execute checks")."""
+    defs = definitions()
+    group = [dg.AssetKey(name) for name in ("product_similarities", "similarity_index")]
+    resources = {**resources, "similarity": SimilarityOptions(k=k, index_folder=str(tmp_path / "index"))}
+    instance = instance or dg.DagsterInstance.ephemeral()
+    if not selection:
+        job = dg.define_asset_job("similarity_checks", selection=dg.AssetSelection.checks_for_assets(*group))
+        checks_only = dg.Definitions(
+            assets=[defs.get_assets_def(key) for key in group],
+            asset_checks=[c for c in defs.asset_checks if any(k.asset_key in group for k in c.check_keys)],
+            jobs=[job],
+            resources=resources,
+        )
+        return checks_only.resolve_job_def("similarity_checks").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    assets = [defs.get_assets_def(name) for name in selection]
+    checks = [c for c in defs.asset_checks if any(k.asset_key.path[0] in selection for k in c.check_keys)]
+    config = (
+        {"ops": {"product_similarities": {"config": {"full_rebuild": full}}}}
+        if "product_similarities" in selection
+        else None
+    )
+    return dg.materialize(
+        [*assets, *checks], resources=resources, run_config=config, instance=instance, raise_on_error=False
     )
 
 

@@ -11,15 +11,18 @@ from conftest import definitions
 
 from replicate_assets.chain import CHAIN_KEYS
 
+SIMILARITY = {"product_similarities", "similarity_index"}
+SENSORS = {"new_product_images_sensor", "missing_embeddings_sensor", "similarity_automation"}
+
 
 def test_definitions_load_with_the_three_assets_in_order():
     defs = definitions()
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(CHAIN_KEYS)
+    assert keys == set(CHAIN_KEYS) | SIMILARITY
     assert graph.get(dg.AssetKey("clip_embeddings")).parent_keys == {dg.AssetKey("product_images")}
     assert dg.AssetKey("clip_embeddings") in graph.get(dg.AssetKey("embedding_table")).parent_keys
-    for name in keys:
+    for name in CHAIN_KEYS:
         assets_def = defs.get_assets_def(name)
         assert assets_def.partitions_def.get_first_partition_key() == "2024-01-01"
         assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
@@ -29,15 +32,35 @@ def test_definitions_load_with_the_three_assets_in_order():
     assert (policy.max_retries, policy.delay, policy.backoff) == (3, 1, dg.Backoff.EXPONENTIAL)
     assert policy.jitter == dg.Jitter.PLUS_MINUS
     assert clip.op.pool == "replicate_api"
+    # Similarity: downstream of the published embeddings, unpartitioned, kept up to date by automation.
+    for name in SIMILARITY:
+        node = graph.get(dg.AssetKey(name))
+        assert dg.AssetKey("embedding_table") in node.parent_keys or name == "similarity_index"
+        assert node.partitions_def is None and node.automation_condition is not None
+    assert dg.AssetKey("product_similarities") in graph.get(dg.AssetKey("similarity_index")).parent_keys
 
 
 def test_the_checks_sensors_and_resources():
     defs = definitions()
     names = {key.name for checks in defs.asset_checks for key in checks.check_keys}
-    assert names == {"products_without_embeddings", "embedding_dimensions", "failed_images"}
-    assert {s.name for s in defs.sensors} == {"new_product_images_sensor", "missing_embeddings_sensor"}
+    assert names == {
+        "products_without_embeddings",
+        "embedding_dimensions",
+        "failed_images",
+        "similarity_index_recall",
+        "search_vectors",
+        "products_without_neighbours",
+    }
+    blocking = {
+        key.name
+        for checks in defs.asset_checks
+        for key in checks.check_keys
+        if checks.get_spec_for_check_key(key).blocking
+    }
+    assert "similarity_index_recall" in blocking
+    assert {s.name for s in defs.sensors} == SENSORS
     assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)
-    assert set(defs.resources) == {"shop", "replicate", "policy", "progress_log"}
+    assert set(defs.resources) == {"shop", "replicate", "policy", "progress_log", "similarity"}
 
 
 def test_workspace_loads_the_module():
@@ -53,5 +76,5 @@ def test_dg_checks_and_lists_the_definitions():
     assert "All definitions loaded successfully" in checked.stdout + checked.stderr
     listed = subprocess.run([dg_command, "list", "defs", "--json"], cwd=project, capture_output=True, text=True)
     found = json.loads(listed.stdout)
-    assert {asset["asset_key"] for asset in found["assets"]} == set(CHAIN_KEYS)
-    assert {sensor["name"] for sensor in found["sensors"]} == {"new_product_images_sensor", "missing_embeddings_sensor"}
+    assert {asset["asset_key"] for asset in found["assets"]} == set(CHAIN_KEYS) | SIMILARITY
+    assert {sensor["name"] for sensor in found["sensors"]} == SENSORS

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 import requests
 from conftest import TOKEN
@@ -9,6 +10,7 @@ from conftest import TOKEN
 from replicate_assets.replicate import MODELS
 from replicate_assets.testing.emulator import Emulator, embedding_for
 from replicate_assets.testing.sample_shop import png
+from replicate_assets.testing.semantics import text_embedding
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -54,6 +56,35 @@ def test_sync_create_returns_the_embedding_of_the_image_bytes(fresh_emulator, se
     assert len(prediction["output"]["embedding"]) == 768
     assert prediction["metrics"]["predict_time"] > 0
     assert prediction["urls"]["get"].endswith(prediction["id"])
+
+
+def test_the_stand_in_semantics_put_a_category_and_its_words_together(fresh_emulator, image_server):
+    """Not CLIP: images of one category are near each other and near the category's words, through the API."""
+    images = {
+        "bag1": png(11, category="red leather bag"),
+        "bag2": png(12, category="red leather bag"),
+        "shoe": png(13, category="blue running shoe"),
+    }
+    for name, data in images.items():
+        image_server.images[f"sem/{name}.png"] = data
+
+    def embed(field: str, value: str) -> np.ndarray:
+        answer = requests.post(
+            f"{fresh_emulator.base_url}/models/openai/clip/predictions",
+            json={"input": {field: value}},
+            headers={**AUTH, "Prefer": "wait"},
+            timeout=10,
+        ).json()
+        vector = np.asarray(answer["output"]["embedding"])
+        return vector / np.linalg.norm(vector)
+
+    bag1, bag2, shoe = (embed("image", f"{image_server.base_url}/sem/{n}.png") for n in images)
+    words = embed("text", "red leather bag")
+    assert bag1 @ bag2 > 0.6 > bag1 @ shoe
+    assert words @ bag1 > 0.6 > words @ shoe
+    assert np.allclose(
+        words, np.asarray(text_embedding("red leather bag")) / np.linalg.norm(text_embedding("red leather bag"))
+    )
 
 
 def test_slow_prediction_is_incomplete_then_polled(fresh_emulator, served):
@@ -168,7 +199,7 @@ def test_clip_features_batches_and_fails_whole_on_one_dead_url(fresh_emulator, s
     by_input = {item["input"]: item["embedding"] for item in prediction["output"]}
     assert by_input == {
         served[0]: embedding_for(png(1)),
-        "a red shoe": embedding_for(b"a red shoe"),
+        "a red shoe": text_embedding("a red shoe"),  # a text: near red things and shoes (the stand-in semantics)
         served[1]: embedding_for(png(2)),
     }
     body["input"]["inputs"] += f"\n{image_server.base_url}/dead.png"

@@ -14,45 +14,12 @@ import dagster as dg
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, TODAY, definitions, make_resources, materialize_chain
+from conftest import DAYS, TODAY, make_resources, materialize_chain, similarity_run
 
 from replicate_assets.db import connect, engine_for
-from replicate_assets.defs.resources import SimilarityOptions
 from replicate_assets.testing.sample_shop import build_sample_shop, png
 
 K = 5
-
-
-def similarity_run(
-    resources, tmp_path, full=False, instance=None, selection=("product_similarities", "similarity_index")
-):
-    """Materialize the similarity assets in `selection` with their checks; no assets: run every similarity check
-    alone, on the tables and files as they are (the UI's "Execute checks")."""
-    defs = definitions()
-    group = [dg.AssetKey(name) for name in ("product_similarities", "similarity_index")]
-    resources = {**resources, "similarity": SimilarityOptions(k=K, index_folder=str(tmp_path / "index"))}
-    instance = instance or dg.DagsterInstance.ephemeral()
-    if not selection:
-        job = dg.define_asset_job("similarity_checks", selection=dg.AssetSelection.checks_for_assets(*group))
-        checks_only = dg.Definitions(
-            assets=[defs.get_assets_def(key) for key in group],
-            asset_checks=[c for c in defs.asset_checks if any(k.asset_key in group for k in c.check_keys)],
-            jobs=[job],
-            resources=resources,
-        )
-        return checks_only.resolve_job_def("similarity_checks").execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-    assets = [defs.get_assets_def(name) for name in selection]
-    checks = [c for c in defs.asset_checks if any(k.asset_key.path[0] in selection for k in c.check_keys)]
-    config = (
-        {"ops": {"product_similarities": {"config": {"full_rebuild": full}}}}
-        if "product_similarities" in selection
-        else None
-    )
-    return dg.materialize(
-        [*assets, *checks], resources=resources, run_config=config, instance=instance, raise_on_error=False
-    )
 
 
 def reference(url: str, k: int = K) -> dict[int, list[tuple[int, float]]]:

@@ -22,6 +22,7 @@ from replicate_assets.testing.sample_shop import build_sample_shop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOCATION = {"repositoryLocationName": "replicate_assets", "repositoryName": "__repository__"}
+SIMILARITY = {"product_similarities", "similarity_index"}
 CHAIN = [{"path": ["product_images"]}, {"path": ["clip_embeddings"]}, {"path": ["embedding_table"]}]
 
 
@@ -140,14 +141,21 @@ def test_the_ui_shows_the_chain_its_checks_and_sensors(server):
         'repositoryName: "__repository__"}) { ... on Sensors { results { name sensorState { status } } } } }'
     )
     nodes = {n["assetKey"]["path"][0]: n for n in data["assetNodes"]}
-    assert set(nodes) == {"product_images", "clip_embeddings", "embedding_table"}
+    assert set(nodes) == {"product_images", "clip_embeddings", "embedding_table", *SIMILARITY}
     assert [d["path"][0] for d in nodes["clip_embeddings"]["dependencyKeys"]] == ["product_images"]
     assert {d["path"][0] for d in nodes["embedding_table"]["dependencyKeys"]} == {"product_images", "clip_embeddings"}
-    assert all(n["isPartitioned"] for n in nodes.values())
+    assert all(n["isPartitioned"] != (name in SIMILARITY) for name, n in nodes.items())
+    assert "embedding_table" in {d["path"][0] for d in nodes["product_similarities"]["dependencyKeys"]}
     checks = {c["name"]: c["blocking"] for c in nodes["clip_embeddings"]["assetChecksOrError"]["checks"]}
     assert checks == {"embedding_dimensions": True, "failed_images": False}
+    index_checks = {c["name"]: c["blocking"] for c in nodes["similarity_index"]["assetChecksOrError"]["checks"]}
+    assert index_checks["similarity_index_recall"] is True
     sensors = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
-    assert sensors == {"new_product_images_sensor": "STOPPED", "missing_embeddings_sensor": "STOPPED"}
+    assert sensors == {
+        "new_product_images_sensor": "STOPPED",
+        "missing_embeddings_sensor": "STOPPED",
+        "similarity_automation": "STOPPED",  # runs the similarity assets when new embeddings land, once started
+    }
 
 
 def test_a_backfill_over_a_range_is_one_run_with_materializations_and_checks(server):
@@ -256,10 +264,14 @@ def test_the_asset_graph_in_headless_chromium(server, tmp_path):
             ],
         )
         page = browser.new_page(viewport={"width": 1500, "height": 800})
-        page.goto(f"{server.url}/asset-groups/replicate")
+        page.goto(f"{server.url}/asset-groups")
         skip = page.get_by_role("button", name="Skip")  # Dagster's newsletter dialog on a first visit
         skip.click(timeout=30_000)
-        for name in ("product_images", "clip_embeddings", "embedding_table"):
+        # The lineage shows the two groups folded: open each (its box in the graph, the last match of its name).
+        for group in ("replicate", "similarity"):
+            page.get_by_text(group, exact=True).last.wait_for(timeout=30_000)
+            page.get_by_text(group, exact=True).last.dblclick()
+        for name in ("product_images", "clip_embeddings", "embedding_table", "similarity_index"):
             page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
         page.wait_for_timeout(2000)
         page.screenshot(path=str(shot))

@@ -1,0 +1,249 @@
+"""Search at query time: the `search` command and the HTTP API (`serve`), run as a user runs them, against a shop
+embedded by a real Dagster run, on SQLite, PostgreSQL and MariaDB.
+
+What a user relies on: results are products that mean what was asked (the emulator's stand-in semantics); a
+repeated text or image query costs no prediction; bad input is a clear 4xx or one line; paid queries are capped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, similarity_run
+
+from replicate_assets.db import engine_for
+from replicate_assets.testing.sample_shop import build_sample_shop
+
+TEXT = "red leather bag"
+
+
+@pytest.fixture
+def searchable(shop_url, image_server, fresh_emulator, tmp_path):
+    """A shop whose images are embedded and whose similarity lists and index are built; the environment a user
+    would export to search it."""
+    shop = build_sample_shop(engine_for(shop_url), image_server, products=40, days=3, today=TODAY)
+    resources = make_resources(shop_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    assert similarity_run(resources, tmp_path).success
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "SEARCH_"))}
+    env.update(
+        DATABASE_URL=shop_url,
+        IMAGE_BASE_URL=image_server.base_url,
+        REPLICATE_API_TOKEN=TOKEN,
+        REPLICATE_BASE_URL=fresh_emulator.base_url,
+        SIMILARITY_INDEX_DIR=str(tmp_path / "index"),
+    )
+    with fresh_emulator.lock:
+        fresh_emulator.requests.clear()
+        fresh_emulator.create_requests = 0
+    return shop, env
+
+
+def creates(emulator) -> int:
+    with emulator.lock:
+        return emulator.create_requests
+
+
+def single_image_product(shop_url: str) -> tuple[int, str]:
+    """A product with exactly one image that no other product shows: (product id, its image URL)."""
+    with engine_for(shop_url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT product_id, image_url FROM product_embeddings ORDER BY product_id")).all()
+    owners: dict[str, set[int]] = {}
+    images: dict[int, list[str]] = {}
+    for product, url in rows:
+        owners.setdefault(url, set()).add(int(product))
+        images.setdefault(int(product), []).append(url)
+    return next((p, urls[0]) for p, urls in images.items() if len(urls) == 1 and len(owners[urls[0]]) == 1)
+
+
+def test_search_by_words_photo_and_product_from_the_command_line(shop_url, searchable, fresh_emulator):
+    shop, env = searchable
+    first = run(["replicate-assets", "search", "--text", TEXT, "--json"], env)
+    assert first.returncode == 0, first.stderr
+    answer = json.loads(first.stdout)
+    assert answer["cached"] is False and len(answer["results"]) == 10
+    assert {"product_id", "name", "score", "image_url"} <= set(answer["results"][0])
+    # Meaning: the best matches are red leather bags, best first.
+    assert all(shop.categories[hit["product_id"]] == TEXT for hit in answer["results"][:3])
+    scores = [hit["score"] for hit in answer["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert creates(fresh_emulator) == 1
+    # The same words again: from the cache, no prediction, the same answer.
+    again = json.loads(run(["replicate-assets", "search", "--text", TEXT, "--json"], env).stdout)
+    assert again["cached"] is True and again["results"] == answer["results"]
+    assert creates(fresh_emulator) == 1
+
+    product, url = single_image_product(shop_url)
+    by_photo = json.loads(run(["replicate-assets", "search", "--image", url, "--limit", "3", "--json"], env).stdout)
+    assert len(by_photo["results"]) == 3
+    assert by_photo["results"][0]["product_id"] == product and by_photo["results"][0]["score"] > 0.999
+    assert creates(fresh_emulator) == 2
+
+    with engine_for(shop_url).connect() as conn:
+        listed = conn.execute(
+            sa.text("SELECT similar_product_id, score FROM product_similarities WHERE product_id = :p ORDER BY rank"),
+            {"p": product},
+        ).all()
+    like = json.loads(run(["replicate-assets", "search", "--like-product", str(product), "--json"], env).stdout)
+    assert [h["product_id"] for h in like["results"]] == [int(q) for q, _ in listed[:10]]
+    assert product not in [h["product_id"] for h in like["results"]]
+    assert creates(fresh_emulator) == 2  # a product's neighbours cost nothing
+
+    floor = json.loads(run(["replicate-assets", "search", "--text", TEXT, "--min-score", "0.9", "--json"], env).stdout)
+    assert all(h["score"] >= 0.9 for h in floor["results"]) and len(floor["results"]) < 10
+
+    shown = run(["replicate-assets", "search", "--text", TEXT, "--limit", "2"], env)
+    assert shown.returncode == 0
+    assert "(2 products for text 'red leather bag'; no prediction (cached)" in shown.stdout
+    assert TEXT.capitalize() in shown.stdout  # product names
+
+
+def test_the_command_line_says_what_is_wrong_in_one_line(searchable, fresh_emulator):
+    _, env = searchable
+    cases = {
+        ("--image", "ftp://files.example/x.png"): "error: --image needs an http(s) URL",
+        ("--like-product", "999999"): "error: product 999999 has no embedded image (or does not exist)",
+        ("--text", TEXT, "--limit", "0"): "'0' is not a positive whole number",
+    }
+    for arguments, message in cases.items():
+        done = run(["replicate-assets", "search", *arguments], env)
+        assert done.returncode != 0 and message in done.stderr, (arguments, done.stderr)
+        assert "Traceback" not in done.stderr
+    refused = run(["replicate-assets", "search", "--text", TEXT], {**env, "REPLICATE_API_TOKEN": "r8_wrong_token"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "r8_wrong_token" not in refused.stderr + refused.stdout
+    assert "token" in refused.stderr.lower()
+    assert creates(fresh_emulator) <= 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(searchable) -> Iterator[tuple[str, dict, object]]:
+    """`replicate-assets serve` on a free loopback port, at most 2 new (paid) queries a minute."""
+    shop, env = searchable
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "replicate-assets"), "serve", "--port", str(port)],
+        env={**env, "SEARCH_QUERIES_PER_MINUTE": "2"},
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the API did not answer /health within 60 s"
+            time.sleep(0.2)
+        yield base, shop, server
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=20)
+
+
+def test_the_http_api_answers_the_shop(shop_url, served, fresh_emulator):
+    base, shop, _ = served
+    health = requests.get(f"{base}/health", timeout=5).json()
+    assert health["status"] == "ok" and health["images"] > 0 and health["products"] > 0
+
+    found = requests.get(f"{base}/search", params={"text": TEXT, "limit": 5}, timeout=30)
+    assert found.status_code == 200
+    body = found.json()
+    assert body["cached"] is False and len(body["results"]) == 5 and body["query"] == {"text": TEXT, "limit": 5}
+    assert all(shop.categories[hit["product_id"]] == TEXT for hit in body["results"][:3])
+    again = requests.get(f"{base}/search", params={"text": f"  {TEXT} ", "limit": 5}, timeout=30).json()
+    assert again["cached"] is True and again["results"] == body["results"]
+    assert creates(fresh_emulator) == 1
+
+    product, url = single_image_product(shop_url)
+    similar = requests.get(f"{base}/products/{product}/similar", params={"limit": 3}, timeout=30)
+    assert similar.status_code == 200
+    with engine_for(shop_url).connect() as conn:
+        listed = conn.execute(
+            sa.text("SELECT similar_product_id FROM product_similarities WHERE product_id = :p ORDER BY rank"),
+            {"p": product},
+        ).all()
+    assert [h["product_id"] for h in similar.json()["results"]] == [int(q) for (q,) in listed[:3]]
+    by_photo = requests.get(f"{base}/search", params={"image": url}, timeout=30).json()
+    assert by_photo["results"][0]["product_id"] == product
+
+    bad = {
+        "/search": "ask with exactly one of text=... or image=URL",
+        f"/search?text={TEXT}&image={url}": "ask with exactly one of text=... or image=URL",
+        "/search?text=bag&limit=abc": "limit='abc' is not a number",
+        "/search?text=bag&limit=0": "limit must be between 1 and 100",
+        "/search?text=bag&min_score=2": "min_score must be between -1 and 1",
+        "/search?text=%20%20": "text must hold 1 to 300 characters",
+        "/search?image=ftp://files.example/x.png": "image must be an http(s) URL",
+    }
+    for path, message in bad.items():
+        answer = requests.get(base + path, timeout=10)
+        assert answer.status_code == 400 and message in answer.json()["detail"], (path, answer.text)
+    unknown = requests.get(f"{base}/products/999999/similar", timeout=10)
+    assert unknown.status_code == 404 and "product 999999" in unknown.json()["detail"]
+    assert creates(fresh_emulator) == 2  # bad queries cost nothing
+
+    # The cap: 2 new queries a minute (text and photo above); a third new one is refused and says why.
+    capped = requests.get(f"{base}/search", params={"text": "blue running shoe"}, timeout=10)
+    assert capped.status_code == 429 and int(capped.headers["Retry-After"]) > 0
+    assert "cap of 2 new text or image queries a minute" in capped.json()["detail"]
+    assert requests.get(f"{base}/search", params={"text": TEXT}, timeout=10).status_code == 200  # cached: free
+    assert creates(fresh_emulator) == 2
+
+
+def test_listening_beyond_loopback_needs_an_api_key(searchable):
+    _, env = searchable
+    refused = run(["replicate-assets", "serve", "--host", "0.0.0.0", "--port", str(free_port())], env, timeout=60)
+    assert refused.returncode == 1
+    assert "error: --host 0.0.0.0 listens beyond this machine: set SEARCH_API_KEY first" in refused.stderr
+    port, key = free_port(), "k3y-for-the-shop"
+    server = subprocess.Popen(
+        [str(BIN / "replicate-assets"), "serve", "--host", "0.0.0.0", "--port", str(port)],
+        env={**env, "SEARCH_API_KEY": key},
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                health = requests.get(f"{base}/health", timeout=2)  # open: a load balancer probes it
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert health.status_code in (200, 503)
+        path = f"{base}/products/1/similar"
+        assert requests.get(path, timeout=10).status_code == 401
+        assert requests.get(path, headers={"X-API-Key": "wrong"}, timeout=10).status_code == 401
+        assert requests.get(path, headers={"X-API-Key": key}, timeout=10).status_code in (200, 404)
+        assert requests.get(path, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code in (200, 404)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=20)
+    assert key not in out + err
