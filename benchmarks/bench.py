@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+import similarity_cases
 import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -607,6 +608,7 @@ CASES = {
     "backfill": case_backfill,
     "resume": case_resume,
     "throttled": case_throttled,
+    **similarity_cases.CASES,
 }
 
 

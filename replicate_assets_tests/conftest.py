@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -248,6 +249,17 @@ def run(
     return subprocess.run(
         [str(BIN / command[0]), *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def stop(process: subprocess.Popen, sent: int = signal.SIGTERM, grace: float = 20) -> tuple[str, str]:
+    """Stop a server started by a test as a user would (SIGTERM or Ctrl-C); SIGKILL only if it outlives `grace`
+    seconds (a loaded CI machine), so a stuck server never hangs the suite. Returns its remaining output."""
+    process.send_signal(sent)
+    try:
+        return process.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
 
 
 @pytest.fixture

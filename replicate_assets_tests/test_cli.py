@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run
+from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, stop
 
 from replicate_assets.chain import SELECTION
 from replicate_assets.db import engine_for
@@ -82,8 +82,7 @@ def test_emulator_command_serves_the_api(tmp_path):
         removed = requests.get(prediction["urls"]["get"], headers=auth, timeout=5).json()
         assert removed["data_removed"] is True and removed["output"] is None
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 def embedded_images(url: str) -> set[int]:

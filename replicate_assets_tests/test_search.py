@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, similarity_run
+from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, similarity_run, stop
 
 from replicate_assets.db import engine_for
 from replicate_assets.testing.sample_shop import build_sample_shop
@@ -158,8 +158,7 @@ def served(searchable) -> Iterator[tuple[str, dict, object]]:
             time.sleep(0.2)
         yield base, shop, server
     finally:
-        server.send_signal(signal.SIGINT)
-        server.communicate(timeout=20)
+        stop(server, signal.SIGINT)
 
 
 def test_the_http_api_answers_the_shop(shop_url, served, fresh_emulator):
@@ -244,6 +243,5 @@ def test_listening_beyond_loopback_needs_an_api_key(searchable):
         assert requests.get(path, headers={"X-API-Key": key}, timeout=10).status_code in (200, 404)
         assert requests.get(path, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code in (200, 404)
     finally:
-        server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=20)
+        out, err = stop(server, signal.SIGINT)
     assert key not in out + err

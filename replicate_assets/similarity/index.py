@@ -84,15 +84,23 @@ def build(images: Images, model: str, kind: str | None = None) -> SearchIndex:
     if kind == "exact":
         index = faiss.IndexFlatIP(dimensions)
     else:
-        lists = max(1, int(4 * np.sqrt(len(images))))
-        index = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatIP(dimensions), dimensions, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-        )
+        index = inverted_file(dimensions, len(images))
         rng = np.random.default_rng(0)
-        index.train(vectors[rng.choice(len(vectors), min(len(vectors), 50 * lists), replace=False)])
-        index.nprobe = IVF_PROBES
+        index.train(vectors[rng.choice(len(vectors), min(len(vectors), 50 * index.nlist), replace=False)])
     index.add(vectors)
     return SearchIndex(kind, model, images.ids.copy(), images.products.copy(), index, vectors)
+
+
+def inverted_file(dimensions: int, size: int):
+    """An untrained inverted-file index for `size` unit vectors: 4 x sqrt(size) lists, 8-bit vectors, probing
+    IVF_PROBES lists a query (train it on about 50 vectors a list, then add)."""
+    faiss = _faiss()
+    lists = max(1, int(4 * np.sqrt(size)))
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dimensions), dimensions, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    index.nprobe = IVF_PROBES
+    return index
 
 
 def recall(index: SearchIndex, vectors: np.ndarray, queries: int = 1000, k: int = 10, seed: int = 0) -> float:

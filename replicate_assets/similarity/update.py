@@ -42,15 +42,26 @@ class Updated:
     duplicate_pairs: int
     vectors_copied: int
     seconds: float
+    phases: dict[str, float]  # seconds spent copying vectors, reading them, computing lists, writing rows
 
 
 def update_similarities(schema: Schema, model: str, k: int, full: bool = False) -> Updated:
     """Copy the new embeddings' vectors, then update the lists (in full with `full=True`)."""
-    started = time.monotonic()
+    started = last = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        phases[name] = round(phases.get(name, 0.0) + now - last, 3)
+        last = now
+
     vectors, store = VectorStore(schema), SimilarityStore(schema)
     synced = vectors.sync(model)
+    lap("copy")
     catalogue = vectors.catalogue(model)
     images = catalogue.images
+    lap("read")
     stored_model = store.model()
     every = set(np.unique(images.products).tolist())
     reason = (
@@ -69,15 +80,18 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
             reason = f"more than {FULL_ABOVE:.0%} of the lists changed"
     if reason:
         lists, touched = similar_products(images, k), None
+        lap("compute")
         written = store.replace(lists, model, None, at)
         mode, count = "full", len(every)
     elif touched:
+        lap("compute")
         written = store.replace(lists, model, touched, at)
         mode, count = "incremental", len(touched)
     else:
         written, mode, count, reason = 0, "none", 0, "nothing changed"
     duplicates = store.replace_duplicates(duplicate_pairs(images), model, at) if mode != "none" else 0
     vectors.mark_listed(model, catalogue)
+    lap("write")
     return Updated(
         mode,
         reason or "new or changed images",
@@ -88,6 +102,7 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
         duplicates,
         synced.copied,
         round(time.monotonic() - started, 3),
+        phases,
     )
 
 

@@ -59,6 +59,7 @@ def product_similarities(
             "duplicate_pairs": updated.duplicate_pairs,
             "vectors_copied": updated.vectors_copied,
             "seconds": updated.seconds,
+            **{f"seconds_{phase}": value for phase, value in updated.phases.items()},
             "k": similarity.k,
             "model": model,
         }
