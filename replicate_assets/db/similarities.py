@@ -19,6 +19,26 @@ from replicate_assets.similarity.lists import Lists
 BATCH = 5000  # rows per INSERT: fast on every dialect, below their parameter limits
 
 
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[tuple]) -> None:
+    """Insert `rows` (tuples in the table's column order), BATCH at a time. SQLite and MySQL take them straight
+    to the driver's executemany (SQLAlchemy's per-row work was most of the time); PostgreSQL through SQLAlchemy,
+    whose batched VALUES psycopg2's executemany lacks."""
+    names = [c.name for c in table.columns]
+    processors = [c.type.bind_processor(conn.dialect) for c in table.columns]
+    style = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
+    quote = conn.dialect.identifier_preparer.quote
+    values = ", ".join([style or ""] * len(names))
+    sql = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) VALUES ({values})"
+    for lo in range(0, len(rows), BATCH):
+        batch = rows[lo : lo + BATCH]
+        if style is None or conn.dialect.name == "postgresql":
+            conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in batch])
+            continue
+        if any(processors):
+            batch = [tuple(f(v) if f else v for f, v in zip(processors, row, strict=True)) for row in batch]
+        conn.exec_driver_sql(sql, batch)
+
+
 class SimilarityStore:
     """Reads and writes of the similarity tables for one shop database."""
 
@@ -69,12 +89,8 @@ class SimilarityStore:
     def replace(self, lists: Lists, model: str, products: Iterable[int] | None, at: dt.datetime) -> int:
         """Store `lists` in place of the lists of `products` (None: of every product), in one transaction."""
         t = self.table
-        rows = [
-            {"product_id": p, "rank": r, "similar_product_id": q, "score": s, "model": model, "computed_at": at}
-            for p, q, s, r in zip(
-                lists.p.tolist(), lists.q.tolist(), lists.s.tolist(), lists.rank.tolist(), strict=True
-            )
-        ]
+        columns = lists.p.tolist(), lists.rank.tolist(), lists.q.tolist(), lists.s.tolist()
+        rows = [(p, r, q, s, model, at) for p, r, q, s in zip(*columns, strict=True)]
         wanted = None if products is None else sorted(set(products))
 
         def work(conn: sa.Connection) -> None:
@@ -83,8 +99,7 @@ class SimilarityStore:
             else:
                 for lo in range(0, len(wanted), BATCH):
                     conn.execute(sa.delete(t).where(t.c.product_id.in_(wanted[lo : lo + BATCH])))
-            for lo in range(0, len(rows), BATCH):
-                conn.execute(sa.insert(t), rows[lo : lo + BATCH])
+            insert_rows(conn, t, rows)
 
         in_transaction(self.engine, work)
         return len(rows)
@@ -92,15 +107,11 @@ class SimilarityStore:
     def replace_duplicates(self, pairs: dict[tuple[int, int], str], model: str, at: dt.datetime) -> int:
         """Store every duplicate pair (the whole table: the pairs are cheap to compute from digests)."""
         d = self.duplicates
-        rows = [
-            {"product_id": p, "duplicate_product_id": q, "reason": why, "model": model, "computed_at": at}
-            for (p, q), why in sorted(pairs.items())
-        ]
+        rows = [(p, q, why, model, at) for (p, q), why in sorted(pairs.items())]
 
         def work(conn: sa.Connection) -> None:
             conn.execute(sa.delete(d))
-            for lo in range(0, len(rows), BATCH):
-                conn.execute(sa.insert(d), rows[lo : lo + BATCH])
+            insert_rows(conn, d, rows)
 
         in_transaction(self.engine, work)
         return len(rows)

@@ -15,10 +15,11 @@ import numpy as np
 from replicate_assets.similarity.neighbours import (
     EXACT_LIMIT,
     Images,
+    best_of,
     best_pairs,
-    exact_scores,
     floors,
     nearest,
+    score_blocks,
     top,
     uncertain,
 )
@@ -49,10 +50,14 @@ def duplicate_pairs(images: Images) -> dict[tuple[int, int], str]:
     """(product, other product) -> why they show the very same image, in both directions."""
     found: dict[tuple[int, int], str] = {}
     for reason, keys in ((IDENTICAL, images.digests), (SAME_URL, images.url_hashes)):
-        groups: dict[str, set[int]] = defaultdict(set)
-        for key, product in zip(keys.tolist(), images.products.tolist(), strict=True):
-            if key:
-                groups[key].add(product)
+        present = np.fromiter((bool(key) for key in keys), dtype=bool, count=len(keys))
+        if not present.any():
+            continue
+        names, group, counts = np.unique(keys[present].astype(str), return_inverse=True, return_counts=True)
+        shared = counts[group] > 1  # only keys that several images share can pair products
+        groups: dict[int, set[int]] = defaultdict(set)
+        for key, product in zip(group[shared].tolist(), images.products[present][shared].tolist(), strict=True):
+            groups[key].add(product)
         for products in groups.values():
             for p in products:
                 for q in products - {p}:
@@ -68,50 +73,89 @@ def _without(p: np.ndarray, q: np.ndarray, s: np.ndarray, pairs: dict[tuple[int,
     return p[keep], q[keep], s[keep]
 
 
-def similar_products(images: Images, k: int) -> Lists:
-    """Every product's top `k` (exact below EXACT_LIMIT images; above, neighbours come from an inverted file)."""
+def similar_products(images: Images, k: int, duplicates: dict | None = None) -> Lists:
+    """Every product's top `k` (exact below EXACT_LIMIT images; above, neighbours come from an inverted file);
+    `duplicates`: `duplicate_pairs(images)` when the caller has it."""
     if len(images) == 0:
         empty = np.zeros(0, np.int64)
         return Lists(empty, empty, np.zeros(0, np.float32), empty)
-    duplicates = duplicate_pairs(images)
+    duplicates = duplicate_pairs(images) if duplicates is None else duplicates
     own = int(np.bincount(np.unique(images.products, return_inverse=True)[1]).max())
     width = min(len(images), k * 3 + own + 1)
     positions, sims = nearest(images.vectors, images.vectors, width, exact=len(images) <= EXACT_LIMIT)
-    p, q, s = _without(*best_pairs(images.products, positions, sims, images.products), duplicates)
+    p, q, s = best_pairs(images.products, positions, sims, images.products)
+    # Scores are symmetric: a pair found from one side counts for the other (an approximate index misses some)
+    p, q, s = _without(*best_of(np.r_[p, q], np.r_[q, p], np.r_[s, s]), duplicates)
     p, q, s, rank = top(p, q, s, k)
     every = np.unique(images.products)
     unsure = uncertain(p, s, rank, k, floors(images.products, sims, exhaustive=width >= len(images)), every)
     if unsure:
         keep = ~np.isin(p, list(unsure))
-        ep, eq, es = _without(*exact_scores(images, sorted(unsure)), duplicates)
-        ep, eq, es, erank = top(ep, eq, es, k)
+        exact = recomputed(images, sorted(unsure), k, duplicates)
+        ep, eq, es, erank = exact.p, exact.q, exact.s, exact.rank
         p, q, s, rank = (np.concatenate(x) for x in ((p[keep], ep), (q[keep], eq), (s[keep], es), (rank[keep], erank)))
     return Lists(p, q, s, rank)
 
 
-def recomputed(images: Images, products: list[int], k: int) -> Lists:
+def _masked(block: np.ndarray, targets: np.ndarray, scores: np.ndarray, duplicates: dict) -> np.ndarray:
+    """`scores` with a product's own column and its duplicates' columns at -inf: never offered as similar."""
+    scores[np.arange(len(block)), np.searchsorted(targets, block)] = -np.inf
+    for row, product in enumerate(block.tolist()):
+        for other in duplicates.get(product, ()):
+            scores[row, np.searchsorted(targets, other)] = -np.inf
+    return scores
+
+
+def _partners(pairs: dict[tuple[int, int], str]) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = defaultdict(set)
+    for p, q in pairs:
+        found[p].add(q)
+    return found
+
+
+def _best(block: np.ndarray, targets: np.ndarray, scores: np.ndarray, k: int):
+    """The best `k` (and a few more, for ties) columns of each row: (p, q, s) with -inf dropped."""
+    width = min(k + 4, scores.shape[1])
+    columns = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+    values = np.take_along_axis(scores, columns, axis=1).ravel()
+    p, q = np.repeat(block, width), targets[columns].ravel()
+    keep = np.isfinite(values)
+    return p[keep], q[keep], values[keep]
+
+
+def recomputed(images: Images, products: list[int], k: int, duplicates: dict | None = None) -> Lists:
     """The exact top `k` of `products` (their images against every image)."""
-    p, q, s = _without(*exact_scores(images, products), duplicate_pairs(images))
-    return Lists(*top(p, q, s, k))
+    partners = _partners(duplicate_pairs(images) if duplicates is None else duplicates)
+    parts = [_best(b, t, _masked(b, t, m, partners), k) for b, t, m in score_blocks(images, products)]
+    return _lists(parts, k)
 
 
-def new_product_lists(images: Images, fresh: list[int], k: int) -> tuple[Lists, np.ndarray, np.ndarray, np.ndarray]:
-    """The exact lists of the `fresh` products, and every (fresh product, other product, score) pair behind them
-    (the scores other lists may take them in with: they are symmetric)."""
-    p, q, s = _without(*exact_scores(images, fresh), duplicate_pairs(images))
-    return Lists(*top(p, q, s, k)), p, q, s
-
-
-def entering(
-    p: np.ndarray, q: np.ndarray, s: np.ndarray, fresh: set[int], kth: dict[int, float]
-) -> dict[int, list[tuple[int, float]]]:
-    """Per existing product, the fresh products that now enter its list: those scoring above its K-th score (any
-    score when its list is not full)."""
-    offers: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for a, b, score in zip(p.tolist(), q.tolist(), s.tolist(), strict=True):
-        if b not in fresh and score > kth.get(b, -np.inf):
+def new_product_lists(
+    images: Images, fresh: list[int], k: int, kth: dict[int, float], duplicates: dict | None = None
+) -> tuple[Lists, dict[int, list[tuple[int, float]]]]:
+    """The exact lists of the `fresh` products, and per other product the fresh ones that now enter its list:
+    scoring above its K-th score `kth` (any score when its list is not full; scores are symmetric)."""
+    partners = _partners(duplicate_pairs(images) if duplicates is None else duplicates)
+    fresh_set, parts, offers = set(fresh), [], defaultdict(list)
+    floor = None
+    for block, targets, scores in score_blocks(images, fresh):
+        scores = _masked(block, targets, scores, partners)
+        parts.append(_best(block, targets, scores, k))
+        if floor is None:
+            floor = np.array([kth.get(t, -np.inf) for t in targets.tolist()], dtype=np.float32)
+            floor[np.isin(targets, list(fresh_set))] = np.inf  # fresh products' own lists are computed above
+        rows, columns = np.nonzero(scores > floor)
+        entries = zip(block[rows].tolist(), targets[columns].tolist(), scores[rows, columns].tolist(), strict=True)
+        for a, b, score in entries:
             offers[b].append((a, score))
-    return dict(offers)
+    return _lists(parts, k), dict(offers)
+
+
+def _lists(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int) -> Lists:
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Lists(empty, empty, np.zeros(0, np.float32), empty)
+    return Lists(*top(*(np.concatenate([part[i] for part in parts]) for i in range(3)), k))
 
 
 def merged(current: dict[int, list[tuple[int, float]]], offers: dict[int, list[tuple[int, float]]], k: int) -> Lists:

@@ -20,7 +20,6 @@ from replicate_assets.db.vectors import Catalogue, VectorStore
 from replicate_assets.similarity.lists import (
     Lists,
     duplicate_pairs,
-    entering,
     merged,
     new_product_lists,
     recomputed,
@@ -73,13 +72,13 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
         if stored_model is None and len(images)
         else ""
     )
-    at = utcnow()
+    at, pairs = utcnow(), duplicate_pairs(images)
     if not reason:
-        touched, lists = _increment(images, catalogue, store, k)
+        touched, lists = _increment(images, catalogue, store, k, pairs)
         if touched is None:
             reason = f"more than {FULL_ABOVE:.0%} of the lists changed"
     if reason:
-        lists, touched = similar_products(images, k), None
+        lists, touched = similar_products(images, k, pairs), None
         lap("compute")
         written = store.replace(lists, model, None, at)
         mode, count = "full", len(every)
@@ -89,7 +88,7 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
         mode, count = "incremental", len(touched)
     else:
         written, mode, count, reason = 0, "none", 0, "nothing changed"
-    duplicates = store.replace_duplicates(duplicate_pairs(images), model, at) if mode != "none" else 0
+    duplicates = store.replace_duplicates(pairs, model, at) if mode != "none" else 0
     vectors.mark_listed(model, catalogue)
     lap("write")
     return Updated(
@@ -106,7 +105,9 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
     )
 
 
-def _increment(images, catalogue: Catalogue, store: SimilarityStore, k: int) -> tuple[set[int] | None, Lists | None]:
+def _increment(
+    images, catalogue: Catalogue, store: SimilarityStore, k: int, pairs: dict
+) -> tuple[set[int] | None, Lists | None]:
     """The lists that change, and their new contents; (None, None) when a full rebuild is cheaper."""
     products = set(np.unique(images.products).tolist())
     new = set(np.unique(images.products[catalogue.unlisted]).tolist())
@@ -122,11 +123,11 @@ def _increment(images, catalogue: Catalogue, store: SimilarityStore, k: int) -> 
         return None, None
     parts, touched = [], set(catalogue.gone_products)
     if again:
-        parts.append(recomputed(images, sorted(again), k))
+        parts.append(recomputed(images, sorted(again), k, pairs))
         touched |= again
     if fresh:
-        own, p, q, s = new_product_lists(images, sorted(fresh), k)
-        offers = {b: v for b, v in entering(p, q, s, fresh, store.kth_scores(k)).items() if b not in again}
+        own, offers = new_product_lists(images, sorted(fresh), k, store.kth_scores(k), pairs)
+        offers = {b: v for b, v in offers.items() if b not in again}
         parts += [own, merged(store.lists(offers), offers, k)]
         touched |= fresh | set(offers)
     lists = Lists(*(np.concatenate([getattr(part, f) for part in parts]) for f in ("p", "q", "s", "rank")))

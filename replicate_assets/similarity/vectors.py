@@ -47,10 +47,10 @@ def to_bytes(vector: np.ndarray) -> bytes:
 
 
 def from_bytes(blobs: Sequence[bytes], dimensions: int) -> np.ndarray:
-    """Stored vectors as one (n, dimensions) float32 matrix."""
+    """Stored vectors as one (n, dimensions) float32 matrix (read-only: it shares the joined bytes' memory)."""
     if not blobs:
         return np.zeros((0, dimensions), dtype=DTYPE)
-    return np.frombuffer(b"".join(blobs), dtype=DTYPE).reshape(len(blobs), dimensions).copy()
+    return np.frombuffer(b"".join(blobs), dtype=DTYPE).reshape(len(blobs), dimensions)
 
 
 def digest(vector: np.ndarray) -> str:

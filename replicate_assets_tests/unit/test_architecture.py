@@ -16,6 +16,7 @@ LOWER = (
     "replicate_assets.chain",
     "replicate_assets.settings",
     "replicate_assets.similarity",
+    "replicate_assets.api",
 )
 FORBIDDEN_BELOW = (
     "dagster",
