@@ -87,6 +87,32 @@ def drop_server_database(url: str) -> None:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """PostgreSQL with pgvector from the `pgserver` wheel (a dev dependency on Linux x86_64), on a unix socket."""
+    try:
+        import pgserver
+    except ImportError as err:
+        message = f"no pgserver here ({err}): it bundles PostgreSQL with pgvector (pip install pgserver)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must run the pgvector test")
+        pytest.skip(message)
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server) -> Iterator[str]:
+    """A fresh database on the pgvector server."""
+    name = f"replicate_assets_test_{uuid.uuid4().hex[:8]}"
+    pgvector_server.psql(f"CREATE DATABASE {name};")
+    url = sa.make_url(pgvector_server.get_uri()).set(drivername="postgresql+psycopg2", database=name)
+    yield url.render_as_string(hide_password=False)
+    engine_for.cache_clear()
+    pgvector_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_schema_cache() -> Iterator[None]:
     schema_module._connect.cache_clear()

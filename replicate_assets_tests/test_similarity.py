@@ -213,3 +213,83 @@ def test_an_index_that_misses_neighbours_fails_its_blocking_check(sqlite_url, im
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "similarity_index_recall"]
     assert not check.passed and check.blocking and check.metadata["recall_at_10"].value < 0.95
     assert not result.success  # a blocking check that fails fails the run
+
+
+def test_pgvector_holds_the_live_vectors_for_sql_search(pgvector_url, image_server, fresh_emulator, tmp_path):
+    """Where PostgreSQL has pgvector, product_image_vectors follows the live vectors, with an HNSW index the shop
+    can query in SQL; elsewhere the metadata says why there is none."""
+    engine = engine_for(pgvector_url)
+    build_sample_shop(engine, image_server, products=40, days=3, today=TODAY)
+    resources = make_resources(pgvector_url, image_server, fresh_emulator, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
+    result = similarity_run(resources, tmp_path, instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("product_similarities")[0].metadata
+    assert metadata["sql_vector_index"].value.startswith("pgvector: ")
+
+    def live_vectors() -> dict[int, np.ndarray]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT e.product_image_id, e.embedding FROM product_embeddings e "
+                    "JOIN products p ON p.id = e.product_id WHERE p.deleted_at IS NULL"
+                )
+            ).all()
+        vectors = {int(i): np.asarray(json.loads(v) if isinstance(v, str) else v, dtype=np.float64) for i, v in rows}
+        return {i: v / np.linalg.norm(v) for i, v in vectors.items()}
+
+    vectors = live_vectors()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM product_image_vectors")).scalar_one() == len(vectors)
+        index = conn.execute(
+            sa.text(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'product_image_vectors' AND indexdef LIKE '%hnsw%'"
+            )
+        ).scalar_one()
+        assert "vector_cosine_ops" in index
+        # The shop's query: the images nearest one image, by cosine distance; the same order as numpy's.
+        query = next(iter(vectors))
+        found = conn.execute(
+            sa.text(
+                "SELECT product_image_id, 1 - (embedding <=> (SELECT embedding FROM product_image_vectors "
+                "WHERE product_image_id = :q)) AS score FROM product_image_vectors ORDER BY embedding <=> "
+                "(SELECT embedding FROM product_image_vectors WHERE product_image_id = :q) LIMIT 5"
+            ),
+            {"q": query},
+        ).all()
+    ids = np.array(list(vectors))
+    sims = np.array([vectors[query] @ vectors[i] for i in ids])
+    expected = ids[np.argsort(-sims, kind="stable")[:5]].tolist()
+    assert [int(i) for i, _ in found] == expected
+    assert np.allclose([s for _, s in found], np.sort(sims)[::-1][:5], atol=1e-5)
+
+    # A soft delete and a new image: the next increment follows them.
+    image_server.images["new/9001.png"] = png(9001, category="red leather bag")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE products SET deleted_at = :d WHERE id = 3"), {"d": dt.datetime(2025, 1, 17, 21)})
+        conn.execute(
+            sa.text(
+                "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                "VALUES (9001, 5, 'new/9001.png', :d, :d)"
+            ),
+            {"d": dt.datetime(2025, 1, 17, 21)},
+        )
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
+    assert similarity_run(resources, tmp_path, instance=instance).success
+    with engine.connect() as conn:
+        stored = {
+            int(i): int(p)
+            for i, p in conn.execute(sa.text("SELECT product_image_id, product_id FROM product_image_vectors"))
+        }
+    assert set(stored) == set(live_vectors()) and 9001 in stored and 3 not in stored.values()
+
+
+def test_without_pgvector_the_metadata_says_why(shop_url, embedded, tmp_path):
+    _, resources = embedded
+    metadata = similarity_run(resources, tmp_path).asset_materializations_for_node("product_similarities")[0].metadata
+    reason = metadata["sql_vector_index"].value
+    assert reason.startswith("none: ")
+    assert "pgvector extension is not installed" in reason or "has no vector index here" in reason
+    with engine_for(shop_url).connect() as conn:
+        assert "product_image_vectors" not in sa.inspect(conn).get_table_names()

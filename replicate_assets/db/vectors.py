@@ -166,7 +166,8 @@ class VectorStore:
 
         def work(conn: sa.Connection) -> None:
             conn.execute(sa.delete(v).where(*read, v.c.removed.is_(True)))
-            conn.execute(sa.update(v).where(*read).values(listed_at=v.c.updated_at))
+            stale = sa.or_(v.c.listed_at.is_(None), v.c.listed_at != v.c.updated_at)  # rewrite only what changed
+            conn.execute(sa.update(v).where(*read, stale).values(listed_at=v.c.updated_at))
             for lo in range(0, len(hidden), 1000):
                 conn.execute(sa.update(v).where(v.c.product_id.in_(hidden[lo : lo + 1000])).values(listed_at=None))
 

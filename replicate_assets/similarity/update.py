@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from replicate_assets.db.instants import utcnow
+from replicate_assets.db.pgvector import TABLE, PgVectorTable
 from replicate_assets.db.schema import Schema
 from replicate_assets.db.similarities import SimilarityStore
 from replicate_assets.db.vectors import Catalogue, VectorStore
@@ -42,6 +43,7 @@ class Updated:
     vectors_copied: int
     seconds: float
     phases: dict[str, float]  # seconds spent copying vectors, reading them, computing lists, writing rows
+    sql_index: str  # the vector index inside the shop database: what it holds, or why there is none
 
 
 def update_similarities(schema: Schema, model: str, k: int, full: bool = False) -> Updated:
@@ -91,6 +93,8 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
     duplicates = store.replace_duplicates(pairs, model, at) if mode != "none" else 0
     vectors.mark_listed(model, catalogue)
     lap("write")
+    sql_index = _mirror(schema, images, None if mode == "full" else catalogue.unlisted, model)
+    lap("sql_index")
     return Updated(
         mode,
         reason or "new or changed images",
@@ -102,7 +106,18 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
         synced.copied,
         round(time.monotonic() - started, 3),
         phases,
+        sql_index,
     )
+
+
+def _mirror(schema: Schema, images, changed, model: str) -> str:
+    """Keep `product_image_vectors` (pgvector) in step where the database can hold it; say what it holds."""
+    table = PgVectorTable(schema)
+    why = table.unavailable()
+    if why:
+        return f"none: {why}"
+    written = table.sync(images, changed, model)
+    return f"pgvector: {len(images)} vectors in {TABLE} (HNSW, cosine), {written} written"
 
 
 def _increment(

@@ -60,6 +60,7 @@ def product_similarities(
             "vectors_copied": updated.vectors_copied,
             "seconds": updated.seconds,
             **{f"seconds_{phase}": value for phase, value in updated.phases.items()},
+            "sql_vector_index": updated.sql_index,
             "k": similarity.k,
             "model": model,
         }
