@@ -314,7 +314,7 @@ def case_million(scale: float, state: dict) -> list[dict]:
     before = rss_mb()
     started = time.monotonic()
     index = inverted_file(D, size)
-    sample = np.concatenate([unit(clustered(n, 10_000, clusters))[::2] for n in range(0, size, 50_000)])
+    sample = np.concatenate([unit(clustered(n, 10_000, clusters)) for n in range(0, size, 50_000)])
     index.train(sample[: 50 * index.nlist])
     del sample
     for first in range(0, size, chunk):

@@ -123,8 +123,9 @@ class VectorStore:
                 v.c.product_id,
                 v.c.url_hash,
                 v.c.digest,
-                v.c.listed_at,
-                v.c.updated_at,
+                # compared in SQL: parsing two timestamps per row costs more than the rest of the read
+                v.c.listed_at.is_not(None).label("was_listed"),
+                sa.or_(v.c.listed_at.is_(None), v.c.listed_at != v.c.updated_at).label("unlisted"),
                 v.c.removed,
                 sa.case((deleted, True), else_=sa.null()).label("deleted"),
                 p.c.id.label("product_found"),
@@ -135,13 +136,11 @@ class VectorStore:
             .order_by(v.c.product_image_id)
         )
         with self.engine.connect() as conn:
+            # first: a vector that changes while the rows are read is newer than `as_of`, so it stays unlisted
+            as_of = conn.execute(sa.select(sa.func.max(v.c.updated_at)).where(v.c.model == model)).scalar()
             rows = conn.execute(query).all()
         live = [r for r in rows if not r.removed and r.deleted is None and r.product_found is not None]
-        gone = {
-            int(r.product_id)
-            for r in rows
-            if r.listed_at is not None and (r.removed or r.deleted or not r.product_found)
-        }
+        gone = {int(r.product_id) for r in rows if r.was_listed and (r.removed or r.deleted or not r.product_found)}
         hidden = {int(r.product_id) for r in rows if r.deleted or not r.product_found}
         images = Images(
             np.array([r.product_image_id for r in live], dtype=np.int64),
@@ -150,9 +149,8 @@ class VectorStore:
             np.array([r.digest for r in live], dtype=object),
             np.array([r.url_hash for r in live], dtype=object),
         )
-        unlisted = np.array([r.listed_at != r.updated_at for r in live], dtype=bool)
-        relisted = np.array([r.listed_at is not None and r.listed_at != r.updated_at for r in live], dtype=bool)
-        as_of = max((r.updated_at for r in rows), default=None)
+        unlisted = np.array([bool(r.unlisted) for r in live], dtype=bool)
+        relisted = np.array([bool(r.was_listed and r.unlisted) for r in live], dtype=bool)
         return Catalogue(images, unlisted, relisted, gone, hidden, as_of)
 
     def mark_listed(self, model: str, catalogue: Catalogue) -> None:
