@@ -245,3 +245,19 @@ def test_listening_beyond_loopback_needs_an_api_key(searchable):
     finally:
         out, err = stop(server, signal.SIGINT)
     assert key not in out + err
+
+
+def test_searching_before_the_similarity_assets_ran_says_what_to_run_and_pays_nothing(
+    env, sqlite_url, image_server, fresh_emulator
+):
+    build_sample_shop(engine_for(sqlite_url), image_server, products=10, days=3, today=TODAY)
+    for arguments in (["--text", TEXT], ["--like-product", "3"]):
+        done = run(["replicate-assets", "search", *arguments], env)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.startswith("error: nothing to search for openai/clip yet")
+        assert "--select product_similarities,similarity_index" in done.stderr
+    refused = run(["replicate-assets", "serve", "--port", str(free_port())], env, timeout=60)
+    assert refused.returncode == 1 and "nothing to search for openai/clip yet" in refused.stderr
+    assert creates(fresh_emulator) == 0
+    with engine_for(sqlite_url).connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == {"products", "product_images"}  # nothing written

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import mysql
 
 OUTCOMES = "clip_embedding_outcomes"
 EMBEDDINGS = "product_embeddings"
+VECTORS, SIMILARITIES = "clip_image_vectors", "product_similarities"
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 MODEL = sa.String(191)  # utf8mb4 keys of 191 characters stay within MySQL's index limit
 
@@ -88,7 +89,7 @@ class OurTables:
         # `listed_at` says when product_similarities last took the vector in; `removed` keeps a vector whose image
         # left product_embeddings until the lists that showed it are computed again.
         self.vectors = sa.Table(
-            "clip_image_vectors",
+            VECTORS,
             metadata,
             sa.Column("product_image_id", image_id.type, primary_key=True),
             sa.Column("product_id", product_id_type, nullable=False, index=True),
@@ -106,7 +107,7 @@ class OurTables:
         # Public: each product's most similar products (best pair of their images), read with one indexed
         # `where product_id = ? order by rank`.
         self.similarities = sa.Table(
-            "product_similarities",
+            SIMILARITIES,
             metadata,
             sa.Column("product_id", product_id_type, primary_key=True),
             sa.Column("rank", sa.Integer, primary_key=True),

@@ -14,14 +14,21 @@ from collections.abc import Callable
 import numpy as np
 import sqlalchemy as sa
 
+from replicate_assets.db.engine import CatalogueError
 from replicate_assets.db.query_cache import QueryCache
 from replicate_assets.db.schema import Schema
 from replicate_assets.db.similarities import SimilarityStore
+from replicate_assets.db.tables import SIMILARITIES, VECTORS
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.similarity.index import SearchIndex, build
 from replicate_assets.similarity.vectors import normalised
 
 Embed = Callable[[str, str], list[float]]  # (kind, value) -> raw embedding, one Replicate prediction
+NOTHING_YET = (
+    "nothing to search for {model} yet: the similarity assets have not run on this database. Once embedding_table "
+    "has, run: dagster asset materialize -m replicate_assets --select product_similarities,similarity_index "
+    "(or start the similarity_automation sensor)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +57,13 @@ class Searcher:
         self.live: set[int] = set()
 
     def refresh(self) -> SearchIndex:
-        """Load the live vectors; use the saved index when it covers exactly them, else build one in memory."""
+        """Load the live vectors; use the saved index when it covers exactly them, else build one in memory.
+        Raises CatalogueError, saying what to run, when the similarity assets have not run for the model."""
+        if {VECTORS, SIMILARITIES} & set(self.schema.missing_tables()):
+            raise CatalogueError(NOTHING_YET.format(model=self.model))
         images = VectorStore(self.schema).catalogue(self.model).images
+        if not len(images):
+            raise CatalogueError(NOTHING_YET.format(model=self.model))
         saved = SearchIndex.load(self.index_folder, self.model) if self.index_folder else None
         if saved is not None and len(saved) == len(images) and np.array_equal(np.sort(saved.ids), np.sort(images.ids)):
             self.index = saved
@@ -75,6 +87,7 @@ class Searcher:
     def query(self, kind: str, value: str, limit: int = 10, min_score: float | None = None) -> Answer:
         """Products for a text (kind "text") or an image URL (kind "image")."""
         started = time.perf_counter()
+        self.index or self.refresh()  # nothing to search: say so before paying for the query's embedding
         vector, cached = self.embed(kind, value)
         hits = self.by_vector(vector, limit, min_score)
         return Answer(hits, cached, (time.perf_counter() - started) * 1000)
@@ -102,6 +115,7 @@ class Searcher:
     def like_product(self, product_id: int, limit: int = 10, min_score: float | None = None) -> Answer:
         """Products similar to `product_id`: its precomputed list (product_similarities), else computed now."""
         started = time.perf_counter()
+        self.index or self.refresh()
         listed = self.similar.lists([product_id]).get(product_id)
         if listed:
             ranked = [(q, s, None) for q, s in listed[:limit] if min_score is None or s >= min_score]
