@@ -1,7 +1,7 @@
 """Similar products and the search index, downstream of `embedding_table` (both unpartitioned).
 
 `product_similarities` keeps each product's most similar products in the shop's database, updated incrementally
-when new embeddings land (its automation condition: eager, evaluated by the daemon's automation sensor), rebuilt
+when new embeddings land (its automation condition, evaluated by the `similarity_automation` sensor), rebuilt
 in full on demand (`full_rebuild`) and when the model changes. `similarity_index` writes the search index the
 `search` command and the HTTP API read.
 """
@@ -18,6 +18,16 @@ from replicate_assets.similarity.index import SearchIndex, build, recall, slug
 from replicate_assets.similarity.update import update_similarities
 
 GROUP = "similarity"
+# Dagster's eager() never fires here: it waits until no parent partition is missing, and embedding_table has days
+# without images. Instead: a parent was updated (a day's embeddings landed, or the lists for the index) since this
+# asset was last requested or updated, and neither a parent nor this asset is running.
+WHEN_EMBEDDINGS_LAND = (
+    dg.AutomationCondition.any_deps_updated().since(
+        dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+    )
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("when new embeddings land")
 
 
 class RebuildConfig(dg.Config):
@@ -29,7 +39,7 @@ class RebuildConfig(dg.Config):
     deps=["embedding_table"],
     group_name=GROUP,
     kinds={"sql", "python"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=WHEN_EMBEDDINGS_LAND,
     description="Each product's top K similar products (its best pair of images against theirs; never itself, never "
     "a product showing the very same image, never a soft-deleted one) in product_similarities, and products "
     "sharing an image in product_duplicates. Updated incrementally as embeddings land.",
@@ -71,7 +81,7 @@ def product_similarities(
     deps=[product_similarities],
     group_name=GROUP,
     kinds={"python"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=WHEN_EMBEDDINGS_LAND,
     description="The search index over every live image vector: exact search in memory up to 20,000 images; above, "
     "an inverted-file index (faiss, 8-bit vectors) written to SIMILARITY_INDEX_DIR, with its measured recall@10.",
 )
