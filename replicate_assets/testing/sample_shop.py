@@ -8,13 +8,14 @@ import struct
 import threading
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from replicate_assets.testing.emulator.server import QuietServer
 from replicate_assets.testing.semantics import CATEGORIES
 
 NAMES = list(CATEGORIES)
@@ -113,8 +114,7 @@ class ImageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, name="image-server", daemon=True).start()
 
     @property

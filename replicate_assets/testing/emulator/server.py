@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -16,6 +17,18 @@ from replicate_assets.testing.emulator.api import Handler
 from replicate_assets.testing.emulator.faults import NO_FAULTS, PREDICTION_FAULTS, Faults
 from replicate_assets.testing.emulator.model import Model
 from replicate_assets.testing.emulator.predictions import Prediction, embedding_for, iso
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that lets a client go away (a killed run, a timed-out request) without a traceback,
+    as a production server does; any other error is reported as usual."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class Emulator:
@@ -58,8 +71,7 @@ class Emulator:
         self.create_requests = 0  # create requests received, whatever their answer
         self.in_flight = 0  # create requests being answered now ...
         self.max_in_flight = 0  # ... and the most at once
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietServer((host, port), Handler)
         self.server.emulator = self  # type: ignore[attr-defined]
         self.thread: threading.Thread | None = None
 
