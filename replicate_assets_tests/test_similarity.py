@@ -318,3 +318,40 @@ def test_new_embeddings_start_the_similarity_assets_through_their_automation(
     assert materialize_chain(resources, partition=DAYS[-1], instance=instance).success  # a day embedded again
     again = dg.evaluate_automation_conditions(defs, instance, asset_selection=group, cursor=quiet.cursor)
     assert again.get_num_requested(similar) == 1
+
+
+def test_messy_rows_in_product_embeddings_are_left_out_and_counted(sqlite_url, image_server, fresh_emulator, tmp_path):
+    """product_embeddings is public: other code (the Laravel version) may have written rows that are no vectors."""
+    shop = build_sample_shop(engine_for(sqlite_url), image_server, products=40, days=3, today=TODAY)
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    messy = {5: json.dumps([0.1] * 512), 57: "not json", 9001: json.dumps({"a": 1}), 9002: json.dumps([0.0] * 768)}
+    assert {5, 57} <= set(shop.broken)  # images the pipeline could not embed: no row of ours yet
+    with engine_for(sqlite_url).begin() as conn:
+        for image in (9001, 9002):  # images added after the run, with rows some other code wrote
+            conn.execute(
+                sa.text(
+                    "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                    "VALUES (:i, 1, 'x.png', :d, :d)"
+                ),
+                {"i": image, "d": dt.datetime(2025, 1, 17)},
+            )
+        for image, embedding in messy.items():
+            product = conn.execute(sa.text("SELECT product_id FROM product_images WHERE id = :i"), {"i": image})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO product_embeddings (product_image_id, product_id, model, dimensions, embedding, "
+                    "created_at, updated_at) VALUES (:i, :p, 'openai/clip', 768, :e, :d, :d)"
+                ),
+                {"i": image, "p": product.scalar_one(), "e": embedding, "d": dt.datetime(2025, 1, 17)},
+            )
+    result = similarity_run(resources, tmp_path)
+    assert result.success
+    metadata = result.asset_materializations_for_node("product_similarities")[0].metadata
+    assert metadata["vectors_skipped"].value == len(messy)
+    with engine_for(sqlite_url).connect() as conn:
+        copied = set(conn.execute(sa.text("SELECT product_image_id FROM clip_image_vectors")).scalars())
+    assert not copied & set(messy)
+    with engine_for(sqlite_url).begin() as conn:  # the reference reads product_embeddings: without the messy rows
+        conn.execute(sa.text(f"DELETE FROM product_embeddings WHERE product_image_id IN {tuple(messy)}"))
+    assert_same_lists(stored(sqlite_url), reference(sqlite_url))

@@ -30,7 +30,7 @@ class Synced:
     copied: int  # vectors new or changed
     removed: int  # images gone from product_embeddings
     model_changed: bool  # every vector was of another model: lists must be rebuilt
-    skipped: int  # embeddings that have no direction (never searchable)
+    skipped: int  # embeddings that are not vectors of the model's length, or have no direction (never searchable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,14 @@ class VectorStore:
             v.c.published_at.is_(None),
         )
         query = (
-            sa.select(e.c.product_image_id, e.c.product_id, e.c.image_url, e.c.updated_at, e.c.embedding)
+            sa.select(
+                e.c.product_image_id,
+                e.c.product_id,
+                e.c.image_url,
+                e.c.updated_at,
+                # as stored: a row other code wrote may be no JSON at all, and is skipped, not fatal
+                sa.type_coerce(e.c.embedding, sa.Text).label("embedding"),
+            )
             .select_from(e.outerjoin(v, v.c.product_image_id == e.c.product_image_id))
             .where(e.c.model == model, changed)
         )
@@ -84,7 +91,7 @@ class VectorStore:
             rows, now = [], precise_now()
             for row in page:
                 try:
-                    vector = normalised(parse(row.embedding))
+                    vector = normalised(parse(row.embedding, self.dimensions))
                 except ValueError:
                     skipped += 1
                     continue

@@ -41,6 +41,7 @@ class Updated:
     rows_written: int
     duplicate_pairs: int
     vectors_copied: int
+    vectors_skipped: int  # rows of product_embeddings that are not usable vectors (wrong length, zero, not JSON)
     seconds: float
     phases: dict[str, float]  # seconds spent copying vectors, reading them, computing lists, writing rows
     sql_index: str  # the vector index inside the shop database: what it holds, or why there is none
@@ -104,6 +105,7 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
         written,
         duplicates,
         synced.copied,
+        synced.skipped,
         round(time.monotonic() - started, 3),
         phases,
         sql_index,

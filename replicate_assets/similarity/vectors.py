@@ -16,13 +16,20 @@ import numpy as np
 DTYPE = np.float32
 
 
-def parse(raw: Any) -> np.ndarray:
-    """An embedding as stored (a JSON array, as text or already parsed) as a float32 vector."""
-    if isinstance(raw, (bytes, bytearray)):
-        raw = raw.decode()
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    return np.asarray(raw, dtype=DTYPE)
+def parse(raw: Any, dimensions: int | None = None) -> np.ndarray:
+    """An embedding as stored (a JSON array, as text or already parsed) as a float32 vector; ValueError for
+    anything else (a row the shop wrote by hand, another model's length)."""
+    try:
+        if isinstance(raw, (bytes, bytearray)):
+            raw = raw.decode()
+        if isinstance(raw, str):
+            raw = json.loads(raw)
+        vector = np.asarray(raw, dtype=DTYPE)
+    except (TypeError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"not a JSON array of numbers ({type(err).__name__})") from None
+    if vector.ndim != 1 or (dimensions is not None and len(vector) != dimensions):
+        raise ValueError(f"not a vector of {dimensions or 'some'} numbers (shape {vector.shape})")
+    return vector
 
 
 def normalised(vector: np.ndarray) -> np.ndarray:

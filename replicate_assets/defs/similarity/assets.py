@@ -58,6 +58,12 @@ def product_similarities(
         f"{updated.mode} update ({updated.reason}): {updated.lists_written} lists, {updated.rows_written} rows "
         f"written in {updated.seconds:.1f} s; {updated.duplicate_pairs} duplicate pairs"
     )
+    if updated.vectors_skipped:
+        context.log.warning(
+            f"{updated.vectors_skipped} rows of product_embeddings for {model} are not usable vectors (not a JSON "
+            "array of 768 numbers, or all zeros) and are left out of the lists; rows embedding_table writes are "
+            "checked, so these were written by other code: fix or delete them"
+        )
     return dg.MaterializeResult(
         metadata={
             "mode": updated.mode,
@@ -68,6 +74,7 @@ def product_similarities(
             "rows_written": updated.rows_written,
             "duplicate_pairs": updated.duplicate_pairs,
             "vectors_copied": updated.vectors_copied,
+            "vectors_skipped": updated.vectors_skipped,
             "seconds": updated.seconds,
             **{f"seconds_{phase}": value for phase, value in updated.phases.items()},
             "sql_vector_index": updated.sql_index,
