@@ -15,12 +15,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
 from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, similarity_run, stop
 
-from replicate_assets.db import engine_for
+from replicate_assets.db import connect, engine_for
+from replicate_assets.db.vectors import VectorStore
 from replicate_assets.testing.sample_shop import build_sample_shop
 
 TEXT = "red leather bag"
@@ -96,6 +98,11 @@ def test_search_by_words_photo_and_product_from_the_command_line(shop_url, searc
     like = json.loads(run(["replicate-assets", "search", "--like-product", str(product), "--json"], env).stdout)
     assert [h["product_id"] for h in like["results"]] == [int(q) for q, _ in listed[:10]]
     assert product not in [h["product_id"] for h in like["results"]]
+    # A product without a list is searched from its own vectors, read alone (not the whole catalogue).
+    store = VectorStore(connect(shop_url))
+    images = store.catalogue("openai/clip").images
+    assert np.array_equal(store.product_vectors("openai/clip", product), images.vectors[images.products == product])
+    assert len(store.product_vectors("openai/clip", 999_999)) == 0
     assert creates(fresh_emulator) == 2  # a product's neighbours cost nothing
 
     floor = json.loads(run(["replicate-assets", "search", "--text", TEXT, "--min-score", "0.9", "--json"], env).stdout)
@@ -131,31 +138,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(searchable) -> Iterator[tuple[str, dict, object]]:
-    """`replicate-assets serve` on a free loopback port, at most 2 new (paid) queries a minute."""
-    shop, env = searchable
+def start_serve(env: dict, *arguments: str) -> tuple[subprocess.Popen, str, requests.Response]:
+    """`replicate-assets serve` on a free port, once it answers /health: (process, base URL, that answer)."""
     port = free_port()
     server = subprocess.Popen(
-        [str(BIN / "replicate-assets"), "serve", "--port", str(port)],
-        env={**env, "SEARCH_QUERIES_PER_MINUTE": "2"},
+        [str(BIN / "replicate-assets"), "serve", *arguments, "--port", str(port)],
+        env=env,
         cwd=PROJECT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "the API did not answer /health within 60 s"
+    deadline = time.monotonic() + 60
+    while True:
+        if server.poll() is not None:
+            raise AssertionError(server.communicate()[1])
+        try:
+            return server, base, requests.get(f"{base}/health", timeout=2)
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                stop(server)
+                raise AssertionError("the API did not answer /health within 60 s") from None
             time.sleep(0.2)
+
+
+@pytest.fixture
+def served(searchable) -> Iterator[tuple[str, dict, object]]:
+    """`replicate-assets serve` on loopback, at most 2 new (paid) queries a minute."""
+    shop, env = searchable
+    server, base, health = start_serve({**env, "SEARCH_QUERIES_PER_MINUTE": "2"})
+    try:
+        assert health.status_code == 200, health.text
         yield base, shop, server
     finally:
         stop(server, signal.SIGINT)
@@ -216,26 +230,9 @@ def test_listening_beyond_loopback_needs_an_api_key(searchable):
     refused = run(["replicate-assets", "serve", "--host", "0.0.0.0", "--port", str(free_port())], env, timeout=60)
     assert refused.returncode == 1
     assert "error: --host 0.0.0.0 listens beyond this machine: set SEARCH_API_KEY first" in refused.stderr
-    port, key = free_port(), "k3y-for-the-shop"
-    server = subprocess.Popen(
-        [str(BIN / "replicate-assets"), "serve", "--host", "0.0.0.0", "--port", str(port)],
-        env={**env, "SEARCH_API_KEY": key},
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                health = requests.get(f"{base}/health", timeout=2)  # open: a load balancer probes it
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+    key = "k3y-for-the-shop"
+    server, base, health = start_serve({**env, "SEARCH_API_KEY": key}, "--host", "0.0.0.0")
+    try:  # /health stays open: a load balancer probes it
         assert health.status_code in (200, 503)
         path = f"{base}/products/1/similar"
         assert requests.get(path, timeout=10).status_code == 401

@@ -160,6 +160,20 @@ class VectorStore:
         relisted = np.array([bool(r.was_listed and r.unlisted) for r in live], dtype=bool)
         return Catalogue(images, unlisted, relisted, gone, hidden, as_of)
 
+    def product_vectors(self, model: str, product_id: int) -> np.ndarray:
+        """The live vectors of one product (none when it is unknown, soft-deleted or has no embedding)."""
+        v, p = self.table, self.schema.products
+        query = (
+            sa.select(v.c.vector)
+            .join(p, p.c.id == v.c.product_id)
+            .where(v.c.model == model, v.c.product_id == product_id, v.c.removed.is_(False))
+            .order_by(v.c.product_image_id)
+        )
+        if self.schema.has_deleted_at:
+            query = query.where(p.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            return from_bytes(list(conn.execute(query).scalars()), self.dimensions)
+
     def mark_listed(self, model: str, catalogue: Catalogue) -> None:
         """The lists now reflect `catalogue`: stamp its vectors (not those changed since), drop its removed ones,
         and unstamp hidden products' vectors (were one restored, its lists would be computed as new)."""

@@ -91,6 +91,14 @@ def build(images: Images, model: str, kind: str | None = None) -> SearchIndex:
     return SearchIndex(kind, model, images.ids.copy(), images.products.copy(), index, vectors)
 
 
+def serving(folder: str | Path | None, model: str, images: Images) -> SearchIndex:
+    """The index a search serves over `images`: the saved one when it covers exactly them, else one built now."""
+    saved = SearchIndex.load(folder, model) if folder else None
+    if saved is not None and len(saved) == len(images) and np.array_equal(np.sort(saved.ids), np.sort(images.ids)):
+        return saved
+    return build(images, model)
+
+
 def inverted_file(dimensions: int, size: int):
     """An untrained inverted-file index for `size` unit vectors: 4 x sqrt(size) lists, 8-bit vectors, probing
     IVF_PROBES lists a query (train it on about 50 vectors a list, then add)."""

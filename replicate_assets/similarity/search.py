@@ -20,7 +20,7 @@ from replicate_assets.db.schema import Schema
 from replicate_assets.db.similarities import SimilarityStore
 from replicate_assets.db.tables import SIMILARITIES, VECTORS
 from replicate_assets.db.vectors import VectorStore
-from replicate_assets.similarity.index import SearchIndex, build
+from replicate_assets.similarity.index import SearchIndex, serving
 from replicate_assets.similarity.vectors import normalised
 
 Embed = Callable[[str, str], list[float]]  # (kind, value) -> raw embedding, one Replicate prediction
@@ -64,11 +64,7 @@ class Searcher:
         images = VectorStore(self.schema).catalogue(self.model).images
         if not len(images):
             raise CatalogueError(NOTHING_YET.format(model=self.model))
-        saved = SearchIndex.load(self.index_folder, self.model) if self.index_folder else None
-        if saved is not None and len(saved) == len(images) and np.array_equal(np.sort(saved.ids), np.sort(images.ids)):
-            self.index = saved
-        else:
-            self.index = build(images, self.model)
+        self.index = serving(self.index_folder, self.model, images)
         self.live = set(images.products.tolist())
         self.loaded_at = time.monotonic()
         return self.index
@@ -134,11 +130,10 @@ class Searcher:
     def _vectors_of(self, product_id: int) -> np.ndarray | None:
         index = self.index or self.refresh()
         positions = np.flatnonzero(index.products == product_id)
-        if not len(positions) or index.vectors is None:
-            rows = VectorStore(self.schema).catalogue(self.model).images
-            positions = np.flatnonzero(rows.products == product_id)
-            return rows.vectors[positions] if len(positions) else None
-        return index.vectors[positions]
+        if len(positions) and index.vectors is not None:
+            return index.vectors[positions]
+        vectors = VectorStore(self.schema).product_vectors(self.model, product_id)  # one product's rows, indexed
+        return vectors if len(vectors) else None
 
     def _hits(self, ranked: list[tuple[int, float, int | None]]) -> list[Hit]:
         """Hits with the products' names and the URL of the best image (or of their first one)."""

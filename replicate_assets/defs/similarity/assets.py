@@ -14,7 +14,7 @@ import dagster as dg
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.defs.embeddings.assets import fix_first
 from replicate_assets.defs.resources import ReplicateResource, ShopDatabase, SimilarityOptions
-from replicate_assets.similarity.index import SearchIndex, build, recall, slug
+from replicate_assets.similarity.index import build, recall, slug
 from replicate_assets.similarity.update import update_similarities
 
 GROUP = "similarity"
@@ -122,15 +122,6 @@ def similarity_index(
 def _saved_files(folder: str, model: str) -> list[Path]:
     stem = Path(folder) / slug(model)
     return [stem.with_suffix(s) for s in (".faiss", ".npz", ".json") if stem.with_suffix(s).exists()]
-
-
-def load_index(folder: str, model: str, schema) -> tuple[SearchIndex, object]:
-    """The index the search server would use (the saved one when it covers exactly the live images), and them."""
-    images = VectorStore(schema).catalogue(model).images
-    saved = SearchIndex.load(folder, model)
-    if saved is not None and len(saved) == len(images) and set(saved.ids.tolist()) == set(images.ids.tolist()):
-        return saved, images
-    return build(images, model), images
 
 
 ASSETS = [product_similarities, similarity_index]

@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.defs.embeddings.assets import fix_first
 from replicate_assets.defs.resources import ReplicateResource, ShopDatabase, SimilarityOptions
-from replicate_assets.defs.similarity.assets import load_index
-from replicate_assets.similarity.index import recall
+from replicate_assets.similarity.index import recall, serving
 
 MIN_RECALL = 0.95
 FIRST_IDS = 20
@@ -26,7 +25,8 @@ def similarity_index_recall(
 ) -> dg.AssetCheckResult:
     with fix_first():
         schema, model = shop.schema(), replicate.spec.reference
-    index, images = load_index(similarity.index_folder, model, schema)
+    images = VectorStore(schema).catalogue(model).images
+    index = serving(similarity.index_folder, model, images)
     measured = recall(index, images.vectors)
     return dg.AssetCheckResult(
         passed=bool(measured >= MIN_RECALL),
