@@ -7,6 +7,7 @@ missing server is a failure: CI must run them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 # Read when replicate_assets loads: step retries after 1 s (not 60) keep the retry tests short.
 os.environ["REPLICATE_RETRY_DELAY_SECONDS"] = "1"
 
-from replicate_assets.chain import CHAIN_KEYS
+from replicate_assets.chain import CHAIN_KEYS, materialize_command
 from replicate_assets.db import engine_for
 from replicate_assets.db import schema as schema_module
 from replicate_assets.defs.embeddings.sensors import range_tags
@@ -34,7 +35,7 @@ from replicate_assets.defs.resources import (
     ShopDatabase,
     SimilarityOptions,
 )
-from replicate_assets.testing.emulator import Emulator
+from replicate_assets.testing.emulator import Emulator, embedding_for
 from replicate_assets.testing.sample_shop import ImageServer, SampleShop, build_sample_shop
 
 TOKEN = "r8_test_token_0123456789"
@@ -275,6 +276,28 @@ def run(
     return subprocess.run(
         [str(BIN / command[0]), *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def chain_command(first: str, last: str | None = None) -> list[str]:
+    """The chain's `dagster asset materialize` over first...last (one day without `last`), for `run`."""
+    return ["dagster", *materialize_command(first, last or first)[1:]]
+
+
+def assert_every_good_image_stored(url: str, shop: SampleShop, image_server: ImageServer) -> None:
+    """Every image of `shop` but its broken ones has one row in product_embeddings, with its bytes' embedding."""
+    with engine_for(url).connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT e.product_image_id, e.embedding, i.path FROM product_embeddings e "
+                "JOIN product_images i ON i.id = e.product_image_id"
+            )
+        ).all()
+        images = conn.execute(sa.text("SELECT COUNT(*) FROM product_images")).scalar_one()
+    assert len(rows) == len({r.product_image_id for r in rows}) == images - len(shop.broken)
+    for row in rows:
+        key = row.path.removeprefix(image_server.base_url + "/")
+        vector = row.embedding if isinstance(row.embedding, list) else json.loads(row.embedding)
+        assert vector == embedding_for(image_server.images[key])
 
 
 def stop(process: subprocess.Popen, sent: int = signal.SIGTERM, grace: float = 20) -> tuple[str, str]:

@@ -1,6 +1,5 @@
 """Nothing paid twice, nothing lost, nothing leaked: real `dagster asset materialize` processes, a real kill -9."""
 
-import json
 import os
 import signal
 import subprocess
@@ -8,24 +7,13 @@ import time
 import uuid
 
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, run
+from conftest import BIN, DAYS, PROJECT, TODAY, assert_every_good_image_stored, chain_command, run
 
-from replicate_assets.chain import SELECTION
 from replicate_assets.db import engine_for
-from replicate_assets.testing.emulator import Faults, embedding_for
+from replicate_assets.testing.emulator import Faults
 from replicate_assets.testing.sample_shop import build_sample_shop
 
-MATERIALIZE = [
-    "dagster",
-    "asset",
-    "materialize",
-    "-m",
-    "replicate_assets",
-    "--select",
-    SELECTION,
-    "--partition-range",
-    f"{DAYS[0]}...{DAYS[-1]}",
-]
+MATERIALIZE = chain_command(DAYS[0], DAYS[-1])
 
 
 def indexed_urls(url: str) -> set[str]:
@@ -69,19 +57,7 @@ def test_kill_9_mid_run_then_rerun_embeds_each_image_once(env, sqlite_url, image
     assert not durable & set(second_run), "an image stored before the kill was paid for again"
     lost = set(first_run) & set(second_run)
     assert len(lost) <= 10 + 4, f"{len(lost)} images re-sent: more than the chunk in flight"
-    with engine_for(sqlite_url).connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT e.product_image_id, e.embedding, i.path FROM product_embeddings e "
-                "JOIN product_images i ON i.id = e.product_image_id"
-            )
-        ).all()
-        images = conn.execute(sa.text("SELECT COUNT(*) FROM product_images")).scalar_one()
-    assert len(rows) == len({r.product_image_id for r in rows}) == images - len(shop.broken)
-    for row in rows:
-        key = row.path.removeprefix(image_server.base_url + "/")
-        vector = row.embedding if isinstance(row.embedding, list) else json.loads(row.embedding)
-        assert vector == embedding_for(image_server.images[key])
+    assert_every_good_image_stored(sqlite_url, shop, image_server)
 
 
 def test_the_token_never_reaches_logs_metadata_errors_or_disk(env, sqlite_url, image_server, fresh_emulator, tmp_path):

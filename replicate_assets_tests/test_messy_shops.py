@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from conftest import (
     DAYS,
     TODAY,
+    chain_command,
     drop_server_database,
     make_resources,
     materialize_chain,
@@ -190,20 +191,7 @@ def test_a_renamed_path_column_is_named_then_configured(sqlite_url, image_server
     assert "set SHOP_IMAGE_PATH_COLUMN to it" in refused.stderr
     configured = {**env, "SHOP_IMAGE_PATH_COLUMN": "image_path"}
     assert run(["replicate-assets", "migrate"], configured).returncode == 0
-    materialized = run(
-        [
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "replicate_assets",
-            "--select",
-            "product_images,clip_embeddings,embedding_table",
-            "--partition",
-            DAYS[0],
-        ],
-        configured,
-    )
+    materialized = run(chain_command(DAYS[0]), configured)
     assert materialized.returncode == 0, materialized.stderr[-2000:]
     with engine_for(sqlite_url).connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM product_embeddings")).scalar_one() > 0
@@ -211,17 +199,7 @@ def test_a_renamed_path_column_is_named_then_configured(sqlite_url, image_server
 
 def test_a_shop_without_updated_at_says_so_in_one_line(sqlite_url, image_server, env):
     renamed_shop(sqlite_url, image_server, {}, drop="updated_at")
-    materialize = [
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "replicate_assets",
-        "--select",
-        "product_images,clip_embeddings,embedding_table",
-        "--partition",
-        DAYS[0],
-    ]
+    materialize = chain_command(DAYS[0])
     refused = run(materialize, env)
     assert refused.returncode != 0
     assert "the shop table product_images has no column updated_at" in refused.stdout + refused.stderr

@@ -2,7 +2,6 @@
 throttled account, a bad token. Each through real `dagster asset materialize` processes against the emulator,
 counting creates per image at the API."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, run
+from conftest import BIN, DAYS, PROJECT, TODAY, assert_every_good_image_stored, chain_command, run
 
-from replicate_assets.chain import materialize_command
 from replicate_assets.db import engine_for
-from replicate_assets.testing.emulator import Emulator, Faults, embedding_for
+from replicate_assets.testing.emulator import Emulator, Faults
 from replicate_assets.testing.sample_shop import build_sample_shop
 
-MATERIALIZE = ["dagster", *materialize_command(DAYS[0], DAYS[-1])[1:]]
+MATERIALIZE = chain_command(DAYS[0], DAYS[-1])
 
 
 def start(env: dict, log: Path) -> subprocess.Popen:
@@ -57,22 +55,6 @@ def good_urls(url: str, shop, image_server) -> dict[str, bytes]:
             full = row.path if row.path.startswith("http") else f"{image_server.base_url}/{row.path}"
             found[full] = image_server.images[full.removeprefix(image_server.base_url + "/")]
     return found
-
-
-def assert_every_good_image_stored(url: str, shop, image_server) -> None:
-    with engine_for(url).connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT e.product_image_id, e.embedding, i.path FROM product_embeddings e "
-                "JOIN product_images i ON i.id = e.product_image_id"
-            )
-        ).all()
-        images = conn.execute(sa.text("SELECT COUNT(*) FROM product_images")).scalar_one()
-    assert len(rows) == len({r.product_image_id for r in rows}) == images - len(shop.broken)
-    for row in rows:
-        key = row.path.removeprefix(image_server.base_url + "/")
-        vector = row.embedding if isinstance(row.embedding, list) else json.loads(row.embedding)
-        assert vector == embedding_for(image_server.images[key])
 
 
 # -- kill -9: the next run takes over what was created, frees the pool slot, never hangs -----------------------------

@@ -5,18 +5,17 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, PROJECT, TODAY, drop_server_database, run, server_database
+from conftest import DAYS, PROJECT, TODAY, chain_command, drop_server_database, run, server_database
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from replicate_assets.chain import materialize_command
 from replicate_assets.db import engine_for
 from replicate_assets.definitions import build_definitions
 from replicate_assets.settings import Settings
 from replicate_assets.testing.emulator import Faults
 from replicate_assets.testing.sample_shop import build_sample_shop, png
 
-MATERIALIZE = ["dagster", *materialize_command(DAYS[0], DAYS[-1])[1:]]
+MATERIALIZE = chain_command(DAYS[0], DAYS[-1])
 
 
 def test_the_database_password_is_an_env_var_in_the_ui(monkeypatch):
