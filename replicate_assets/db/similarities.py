@@ -115,10 +115,3 @@ class SimilarityStore:
 
         in_transaction(self.engine, work)
         return len(rows)
-
-    def counts(self) -> dict[str, int]:
-        t = self.table
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(t.c.product_id)))).one()
-            duplicates = conn.execute(sa.select(sa.func.count()).select_from(self.duplicates)).scalar_one()
-        return {"rows": rows[0], "products": rows[1], "duplicate_pairs": duplicates}

@@ -116,9 +116,6 @@ class VectorStore:
                 copied += len(rows)
         return Synced(copied, removed, model_changed, skipped)
 
-    def _upsert(self, conn: sa.Connection, rows: list[dict]) -> None:
-        conn.execute(upsert_statement(conn, self.table, COLUMNS, KEY), rows)
-
     def catalogue(self, model: str) -> Catalogue:
         """Every vector of `model` whose product is live, and what changed since the lists were computed."""
         self.schema.ensure_tables()
@@ -191,10 +188,3 @@ class VectorStore:
                 conn.execute(sa.update(v).where(v.c.product_id.in_(hidden[lo : lo + 1000])).values(listed_at=None))
 
         in_transaction(self.engine, work)
-
-    def count(self, model: str) -> int:
-        v = self.table
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.count()).where(v.c.model == model, v.c.removed.is_(False))
-            ).scalar_one()

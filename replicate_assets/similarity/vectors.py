@@ -40,15 +40,6 @@ def normalised(vector: np.ndarray) -> np.ndarray:
     return (vector / norm).astype(DTYPE)
 
 
-def normalise_rows(matrix: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit length (in place when the matrix is float32)."""
-    matrix = np.ascontiguousarray(matrix, dtype=DTYPE)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    matrix /= norms
-    return matrix
-
-
 def to_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=DTYPE).tobytes()
 
