@@ -123,6 +123,12 @@ def create_app(
             body.update(index=index.kind, images=len(index), products=len(searcher.live))
         return JSONResponse(body, 200 if ready else 503)
 
+    def admit_paid_query() -> None:
+        """A query that is not cached costs a prediction: within the cap, or Throttled."""
+        wait = predictions.take()
+        if wait:
+            raise Throttled(queries_per_minute, math.ceil(wait))
+
     async def search(request: Request) -> JSONResponse:
         def work() -> dict[str, Any]:
             text, image = request.query_params.get("text"), request.query_params.get("image")
@@ -139,11 +145,7 @@ def create_app(
                 if url is None:
                     raise BadQuery(f"image must be an http(s) URL the model can fetch ({why})")
                 kind, value = "image", url
-            if searcher.cache.get(searcher.model, kind, value) is None:
-                wait = predictions.take()
-                if wait:
-                    raise Throttled(queries_per_minute, math.ceil(wait))
-            answer = searcher.query(kind, value, limit, min_score)
+            answer = searcher.query(kind, value, limit, min_score, admit=admit_paid_query)
             return _answer(searcher, answer, {kind: value if kind == "text" else shown(value), "limit": limit})
 
         return await guarded(request, work)

@@ -69,22 +69,32 @@ class Searcher:
         self.loaded_at = time.monotonic()
         return self.index
 
-    def embed(self, kind: str, value: str) -> tuple[np.ndarray, bool]:
-        """The unit vector of a query (from the cache, or one prediction); raises ReplicateError when refused."""
+    def embed(self, kind: str, value: str, admit: Callable[[], None] | None = None) -> tuple[np.ndarray, bool]:
+        """The unit vector of a query (from the cache, or one prediction); raises ReplicateError when refused.
+        `admit` is called only before a prediction is paid for, and may refuse it by raising."""
         vector = self.cache.get(self.model, kind, value)
         if vector is not None:
             return vector, True
+        if admit is not None:
+            admit()
         if self.embed_remote is None:
             raise RuntimeError("this searcher has no Replicate client: only product searches are possible")
         vector = normalised(np.asarray(self.embed_remote(kind, value), dtype=np.float32))
         self.cache.put(self.model, kind, value, vector)
         return vector, False
 
-    def query(self, kind: str, value: str, limit: int = 10, min_score: float | None = None) -> Answer:
-        """Products for a text (kind "text") or an image URL (kind "image")."""
+    def query(
+        self,
+        kind: str,
+        value: str,
+        limit: int = 10,
+        min_score: float | None = None,
+        admit: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Products for a text (kind "text") or an image URL (kind "image"); `admit` as in `embed`."""
         started = time.perf_counter()
         self.index or self.refresh()  # nothing to search: say so before paying for the query's embedding
-        vector, cached = self.embed(kind, value)
+        vector, cached = self.embed(kind, value, admit)
         hits = self.by_vector(vector, limit, min_score)
         return Answer(hits, cached, (time.perf_counter() - started) * 1000)
 
