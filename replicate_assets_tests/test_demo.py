@@ -52,3 +52,11 @@ def test_demo_embeds_every_product_with_a_good_image(tmp_path):
     assert f"PRODUCT_IMAGES_START_DATE={first_day} dagster dev -w workspace.yaml" in result.stdout
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         assert len(instance.get_materialized_partitions(dg.AssetKey("embedding_table"))) == 4
+    # It ends with what the shop's pages would show, and it means something (the emulator's stand-in semantics):
+    # product 1's neighbours share its category, and the words "red bag" find red leather bags.
+    after_similar = result.stdout.split("Products similar to #1 (")[1]
+    category = after_similar.split(")")[0]
+    neighbours = after_similar.split("\n")[1:6]
+    assert len(neighbours) == 5 and all(category.capitalize() in line for line in neighbours), neighbours
+    found = result.stdout.split('Products for the words "red bag"')[1].split("\n")[1:6]
+    assert len(found) == 5 and all("Red leather bag" in line for line in found), found

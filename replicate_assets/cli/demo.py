@@ -91,28 +91,17 @@ def show_search(env: dict[str, str], shop) -> None:
     """Similar products of one product, and a text search: what the shop's pages would show."""
     from replicate_assets.cli.search import searcher_for
 
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # the searcher embeds the text query through the demo's emulator
-    try:
-        searcher = searcher_for(Settings.from_env(env))
-        product = min(shop.categories)
-        name = shop.categories[product]
-        print(f"Products similar to #{product} ({name}):  replicate-assets search --like-product {product}")
-        for hit in searcher.like_product(product, 5).hits:
-            print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
-        print('Products for the words "red bag":  replicate-assets search --text "red bag"')
-        for hit in searcher.query("text", "red bag", 5).hits:
-            print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
-        print(
-            "(the emulator's vectors stand in for CLIP: images of one category, and the words that name it, are near)"
-        )
-        print()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    searcher = searcher_for(Settings.from_env(env), env["REPLICATE_API_TOKEN"])  # the demo's emulator and token
+    product = min(shop.categories)
+    name = shop.categories[product]
+    print(f"Products similar to #{product} ({name}):  replicate-assets search --like-product {product}")
+    for hit in searcher.like_product(product, 5).hits:
+        print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
+    print('Products for the words "red bag":  replicate-assets search --text "red bag"')
+    for hit in searcher.query("text", "red bag", 5).hits:
+        print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
+    print("(the emulator's vectors stand in for CLIP: images of one category, and the words that name it, are near)")
+    print()
 
 
 def report(env: dict[str, str], run_log: Path, log_file: Path) -> None:

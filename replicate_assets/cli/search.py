@@ -16,8 +16,9 @@ from replicate_assets.similarity.search import Searcher
 from replicate_assets.urls import resolve_image_url, shown
 
 
-def searcher_for(settings: Settings) -> Searcher:
-    """A searcher over the shop's vectors, embedding new queries through the configured model (one client)."""
+def searcher_for(settings: Settings, token: str | None = None) -> Searcher:
+    """A searcher over the shop's vectors, embedding new queries through the configured model (one client, with
+    `token`, else REPLICATE_API_TOKEN)."""
     model = model_spec(settings.replicate_model).reference
     options = ClientOptions(base_url=settings.replicate_base_url, model=settings.replicate_model)
     clients: list[ReplicateClient] = []
@@ -26,7 +27,7 @@ def searcher_for(settings: Settings) -> Searcher:
     def embed(kind: str, value: str) -> list[float]:
         with lock:
             if not clients:
-                clients.append(ReplicateClient(os.environ.get("REPLICATE_API_TOKEN"), options))
+                clients.append(ReplicateClient(token or os.environ.get("REPLICATE_API_TOKEN"), options))
         return clients[0].embed_query(**{kind: value})
 
     return Searcher(shop(settings), model, settings.similarity_index_dir, embed)
