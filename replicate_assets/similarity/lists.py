@@ -39,6 +39,11 @@ class Lists:
     def __len__(self) -> int:
         return len(self.p)
 
+    @classmethod
+    def empty(cls) -> Lists:
+        none = np.zeros(0, np.int64)
+        return cls(none, none, np.zeros(0, np.float32), none)
+
     def by_product(self) -> dict[int, list[tuple[int, float]]]:
         found: dict[int, list[tuple[int, float]]] = defaultdict(list)
         for p, q, s in zip(self.p.tolist(), self.q.tolist(), self.s.tolist(), strict=True):
@@ -77,8 +82,7 @@ def similar_products(images: Images, k: int, duplicates: dict | None = None) -> 
     """Every product's top `k` (exact below EXACT_LIMIT images; above, neighbours come from an inverted file);
     `duplicates`: `duplicate_pairs(images)` when the caller has it."""
     if len(images) == 0:
-        empty = np.zeros(0, np.int64)
-        return Lists(empty, empty, np.zeros(0, np.float32), empty)
+        return Lists.empty()
     duplicates = duplicate_pairs(images) if duplicates is None else duplicates
     own = int(np.bincount(np.unique(images.products, return_inverse=True)[1]).max())
     width = min(len(images), k * 3 + own + 1)
@@ -136,14 +140,13 @@ def new_product_lists(
     """The exact lists of the `fresh` products, and per other product the fresh ones that now enter its list:
     scoring above its K-th score `kth` (any score when its list is not full; scores are symmetric)."""
     partners = _partners(duplicate_pairs(images) if duplicates is None else duplicates)
-    fresh_set, parts, offers = set(fresh), [], defaultdict(list)
-    floor = None
+    parts, offers, floor = [], defaultdict(list), None
     for block, targets, scores in score_blocks(images, fresh):
         scores = _masked(block, targets, scores, partners)
         parts.append(_best(block, targets, scores, k))
         if floor is None:
             floor = np.array([kth.get(t, -np.inf) for t in targets.tolist()], dtype=np.float32)
-            floor[np.isin(targets, list(fresh_set))] = np.inf  # fresh products' own lists are computed above
+            floor[np.isin(targets, fresh)] = np.inf  # fresh products' own lists are computed above
         rows, columns = np.nonzero(scores > floor)
         entries = zip(block[rows].tolist(), targets[columns].tolist(), scores[rows, columns].tolist(), strict=True)
         for a, b, score in entries:
@@ -153,8 +156,7 @@ def new_product_lists(
 
 def _lists(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int) -> Lists:
     if not parts:
-        empty = np.zeros(0, np.int64)
-        return Lists(empty, empty, np.zeros(0, np.float32), empty)
+        return Lists.empty()
     return Lists(*top(*(np.concatenate([part[i] for part in parts]) for i in range(3)), k))
 
 

@@ -77,7 +77,7 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
     )
     at, pairs = utcnow(), duplicate_pairs(images)
     if not reason:
-        touched, lists = _increment(images, catalogue, store, k, pairs)
+        touched, lists = _increment(catalogue, every, store, k, pairs)
         if touched is None:
             reason = f"more than {FULL_ABOVE:.0%} of the lists changed"
     if reason:
@@ -123,10 +123,11 @@ def _mirror(schema: Schema, images, changed, model: str) -> str:
 
 
 def _increment(
-    images, catalogue: Catalogue, store: SimilarityStore, k: int, pairs: dict
+    catalogue: Catalogue, products: set[int], store: SimilarityStore, k: int, pairs: dict
 ) -> tuple[set[int] | None, Lists | None]:
-    """The lists that change, and their new contents; (None, None) when a full rebuild is cheaper."""
-    products = set(np.unique(images.products).tolist())
+    """The lists that change, and their new contents; (None, None) when a full rebuild is cheaper. `products`:
+    the catalogue's live products."""
+    images = catalogue.images
     new = set(np.unique(images.products[catalogue.unlisted]).tolist())
     changed = set(np.unique(images.products[catalogue.relisted]).tolist())
     gone = catalogue.gone_products | changed
