@@ -655,7 +655,7 @@ def main() -> int:
     print()
     print(table(rows))
     if args.write:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(args.write, "a") as out:
             out.write(f"\n### Run of {stamp}\n\n{machine()}; time scale x{args.scale:g}.\n\n{table(rows)}\n")
     return 0 if all(r["met"] == "yes" for r in rows) else 1

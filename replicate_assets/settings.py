@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from replicate_assets.replicate import ClientOptions
 
@@ -19,7 +20,49 @@ CLIENT = ClientOptions()
 DEFAULT_DATABASE_URL = "sqlite:///data/shop.db"
 DEFAULT_START_DATE = "2024-01-01"
 DEFAULT_EMBEDDINGS_LOG = "logs/replicate_embeddings.log"
+DEFAULT_INDEX_DIR = "data/index"
 COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A numeric setting: its variable, default and bounds, declared once for the environment, the resources
+    (their run config) and the README."""
+
+    variable: str
+    default: int
+    low: int
+    high: int
+    meaning: str
+
+    def field(self, kind: type = int) -> Any:
+        """The resource field of this setting: the same default and bounds, checked when a run starts."""
+        import pydantic
+
+        return pydantic.Field(default=kind(self.default), ge=self.low, le=self.high, description=self.meaning)
+
+
+NUMBERS = {
+    "chunk_size": Number("REPLICATE_CHUNK_SIZE", 50, 1, 10_000, "images read, sent and stored together"),
+    "max_attempts": Number("REPLICATE_MAX_ATTEMPTS", 3, 1, 100, "attempts per image before it stays failed"),
+    "retry_delay_seconds": Number("REPLICATE_RETRY_DELAY_SECONDS", 60, 1, 86_400, "first wait before a retry"),
+    "max_predictions_per_minute": Number(
+        "REPLICATE_MAX_PREDICTIONS_PER_MINUTE", CLIENT.max_predictions_per_minute, 1, 100_000, "creates a minute"
+    ),
+    "max_in_flight": Number("REPLICATE_MAX_IN_FLIGHT", CLIENT.max_in_flight, 1, 256, "requests in flight at once"),
+    "batch_size": Number("REPLICATE_BATCH_SIZE", CLIENT.batch_size, 1, 1_000, "images per clip-features prediction"),
+    "prediction_timeout_seconds": Number(
+        "REPLICATE_PREDICTION_TIMEOUT",
+        int(CLIENT.prediction_timeout_seconds),
+        1,
+        1_800,
+        "seconds a prediction may take",
+    ),
+    "similar_products_k": Number("SIMILAR_PRODUCTS_K", 20, 1, 1_000, "products in each similarity list"),
+    "search_queries_per_minute": Number(
+        "SEARCH_QUERIES_PER_MINUTE", 30, 1, 100_000, "new (paid) search queries a minute"
+    ),
+}
 
 
 class SettingsError(ValueError):
@@ -34,9 +77,9 @@ class Settings:
     replicate_model: str = CLIENT.model
     start_date: str = DEFAULT_START_DATE
     embeddings_log: str = DEFAULT_EMBEDDINGS_LOG
-    chunk_size: int = 50
-    max_attempts: int = 3
-    retry_delay_seconds: float = 60.0
+    chunk_size: int = NUMBERS["chunk_size"].default
+    max_attempts: int = NUMBERS["max_attempts"].default
+    retry_delay_seconds: float = NUMBERS["retry_delay_seconds"].default
     max_predictions_per_minute: int = CLIENT.max_predictions_per_minute
     max_in_flight: int = CLIENT.max_in_flight
     batch_size: int = CLIENT.batch_size
@@ -44,10 +87,10 @@ class Settings:
     image_path_column: str = "path"
     image_created_at_column: str = "created_at"
     image_updated_at_column: str = "updated_at"
-    similar_products_k: int = 20
-    similarity_index_dir: str = "data/index"
+    similar_products_k: int = NUMBERS["similar_products_k"].default
+    similarity_index_dir: str = DEFAULT_INDEX_DIR
     search_api_key: str | None = None
-    search_queries_per_minute: int = 30
+    search_queries_per_minute: int = NUMBERS["search_queries_per_minute"].default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -64,24 +107,12 @@ class Settings:
             replicate_model=get("REPLICATE_MODEL", CLIENT.model),
             start_date=get("PRODUCT_IMAGES_START_DATE", DEFAULT_START_DATE),
             embeddings_log=get("REPLICATE_EMBEDDINGS_LOG", DEFAULT_EMBEDDINGS_LOG),
-            chunk_size=_positive_int(environ, "REPLICATE_CHUNK_SIZE", 50),
-            max_attempts=_positive_int(environ, "REPLICATE_MAX_ATTEMPTS", 3),
-            retry_delay_seconds=float(_positive_int(environ, "REPLICATE_RETRY_DELAY_SECONDS", 60)),
-            max_predictions_per_minute=_positive_int(
-                environ, "REPLICATE_MAX_PREDICTIONS_PER_MINUTE", CLIENT.max_predictions_per_minute
-            ),
-            max_in_flight=_positive_int(environ, "REPLICATE_MAX_IN_FLIGHT", CLIENT.max_in_flight),
-            batch_size=_positive_int(environ, "REPLICATE_BATCH_SIZE", CLIENT.batch_size),
-            prediction_timeout_seconds=float(
-                _positive_int(environ, "REPLICATE_PREDICTION_TIMEOUT", int(CLIENT.prediction_timeout_seconds))
-            ),
+            **{name: _number(environ, name) for name in NUMBERS},
             image_path_column=get("SHOP_IMAGE_PATH_COLUMN", "path"),
             image_created_at_column=get("SHOP_IMAGE_CREATED_AT_COLUMN", "created_at"),
             image_updated_at_column=get("SHOP_IMAGE_UPDATED_AT_COLUMN", "updated_at"),
-            similar_products_k=_positive_int(environ, "SIMILAR_PRODUCTS_K", 20),
-            similarity_index_dir=get("SIMILARITY_INDEX_DIR", "data/index"),
+            similarity_index_dir=get("SIMILARITY_INDEX_DIR", DEFAULT_INDEX_DIR),
             search_api_key=get("SEARCH_API_KEY", None),
-            search_queries_per_minute=_positive_int(environ, "SEARCH_QUERIES_PER_MINUTE", 30),
         )
         settings.validate()
         return settings
@@ -93,7 +124,7 @@ class Settings:
             raise SettingsError(
                 f"PRODUCT_IMAGES_START_DATE={self.start_date!r} is not a date: use YYYY-MM-DD, e.g. 2024-01-01"
             ) from None
-        if start > dt.datetime.now(dt.timezone.utc).date():
+        if start > dt.datetime.now(dt.UTC).date():
             raise SettingsError(
                 f"PRODUCT_IMAGES_START_DATE={self.start_date} is in the future: no day could be embedded; use the "
                 "day of the shop's first image"
@@ -139,16 +170,31 @@ def _check_database_url(url: str) -> None:
         raise SettingsError(
             f"DATABASE_URL could not be read as a database URL (a port that is not a number?): {example}"
         )
+    charset = parse_qs(urlsplit(url).query).get("charset", [None])[-1]
+    if charset and scheme.split("+")[0] in ("mysql", "mariadb"):
+        from pymysql.charset import charset_by_name
+
+        if charset_by_name(charset) is None:
+            raise SettingsError(
+                f"DATABASE_URL asks for charset={charset[:40]!r}, which MySQL does not know: use charset=utf8mb4"
+            )
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
+def _number(environ: Mapping[str, str], name: str) -> int:
+    """A numeric setting from its variable: ASCII digits, within its bounds; its default when unset."""
+    number = NUMBERS[name]
+    raw = environ.get(number.variable, "").strip()
     if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SettingsError(f"{name}={raw!r} must be a positive whole number (default {default})")
+        return number.default
+    if not (raw.isascii() and raw.isdigit()):
+        raise SettingsError(
+            f"{number.variable}={raw[:40]!r} must be a positive whole number from {number.low} to {number.high} "
+            f"(default {number.default})"
+        )
+    value = int(raw) if len(raw) <= 12 else number.high + 1
+    if not number.low <= value <= number.high:
+        raise SettingsError(
+            f"{number.variable}={raw[:40]} is out of range: use a whole number from {number.low} to {number.high} "
+            f"(default {number.default})"
+        )
     return value

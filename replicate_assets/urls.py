@@ -13,6 +13,14 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 # Any scheme://..., case-insensitive, up to whitespace or a quote; parsed, never trusted as matched.
 URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A query string wherever it stands, with or without its URL (requests' `url: /a.png?X-Amz-Signature=...`): a `?`
+# followed by a name and `=`, up to whitespace, a quote or a bracket.
+QUERY_IN_TEXT = re.compile(r"\?[^\s'\"<>`()\[\]{}?=]*=[^\s'\"<>`()\[\]{}]*")
+# `user:password@host` left without its scheme (a fragment of a message).
+USERINFO_IN_TEXT = re.compile(r"(?<![\w.@-])[\w.~%!$&*+,;=-]+:[^\s'\"<>`/@]+@(?=[\w.\[-])")
+# The escaped forms a URL takes in an error: JSON (`\/`, `\u0026`) and percent-encoding (`%3F`, `%2F`, ...).
+ESCAPES = {"\\/": "/", "\\u0026": "&", "\\u003d": "=", "\\u003f": "?", "\\u0040": "@"}
+PERCENT = re.compile(r"%(3[aAdDfF]|2[fF6]|40)")
 
 
 def url_hash(url: str) -> str:
@@ -72,11 +80,20 @@ def shown(url: str) -> str:
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with every URL in it `shown` (no credentials, no query) and every one of `secrets` masked."""
+    """`text` with every URL in it `shown` (no credentials, no query) and every one of `secrets` masked.
+
+    A URL is recognised in every form an error quotes it: whole, as requests' `url: /path?query` fragment,
+    JSON-escaped or percent-encoded (decoded first), with `user:password@` alone. What remains of a query string
+    is `?…`."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return URL_IN_TEXT.sub(_shown_in_text, text)
+    for escaped, plain in ESCAPES.items():
+        text = re.sub(re.escape(escaped), plain, text, flags=re.IGNORECASE)
+    text = PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text)
+    text = URL_IN_TEXT.sub(_shown_in_text, text)
+    text = QUERY_IN_TEXT.sub("?…", text)
+    return USERINFO_IN_TEXT.sub("***@", text)
 
 
 def _shown_in_text(match: re.Match) -> str:

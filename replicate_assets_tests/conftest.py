@@ -10,8 +10,10 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 import sqlalchemy as sa
 
 # Read when replicate_assets loads: step retries after 1 s (not 60) keep the retry tests short.
@@ -270,12 +273,63 @@ BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+def workdir(env: dict[str, str]) -> Path:
+    """Where a command a test starts runs: beside the test's own Dagster home, else a new temporary folder; never
+    the project tree, which tests running in parallel would see change (Dagster's CLI, without DAGSTER_HOME,
+    makes and removes `.tmp_dagster_home_*` in its working directory)."""
+    home = env.get("DAGSTER_HOME")
+    return Path(home).parent if home else Path(tempfile.mkdtemp(prefix="replicate-assets-cmd-"))
+
+
 def run(
-    command: list[str], env: dict[str, str], cwd: Path = PROJECT, timeout: float = 180
+    command: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / command[0]), *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(BIN / command[0]), *command[1:]],
+        env=env,
+        cwd=cwd or workdir(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
+
+
+NOT_SCANNED = {".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def project_files() -> set[Path]:
+    """The project tree's files, without the virtualenv, git's objects and caches (which no test writes)."""
+    found = set()
+    for folder, folders, files in os.walk(PROJECT):
+        folders[:] = [f for f in folders if f not in NOT_SCANNED and not f.endswith(".egg-info")]
+        found.update(Path(folder, name) for name in files)
+    return found
+
+
+def files_holding(secrets: list[str], *roots: Path) -> list[tuple[str, str]]:
+    """(file, secret) for every secret found in a file under `roots` (a test's own folders) or in the project
+    tree."""
+    files = {p for root in roots for p in root.rglob("*") if p.is_file()} | project_files()
+    found = []
+    for path in sorted(files):
+        if path.stat().st_size < 50e6:
+            content = path.read_bytes()
+            found += [(str(path), secret) for secret in secrets if secret.encode() in content]
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._project_files = project_files()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No test writes into the project tree: a file that appeared there during the run fails the suite."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller checks once, at the end
+        return
+    appeared = sorted(str(p.relative_to(PROJECT)) for p in project_files() - session.config._project_files)
+    if appeared:
+        print(f"\nERROR: tests wrote into the project tree: {appeared[:20]}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def chain_command(first: str, last: str | None = None) -> list[str]:
@@ -328,3 +382,64 @@ def env(sqlite_url, image_server, fresh_emulator, tmp_path):
         REPLICATE_MAX_PREDICTIONS_PER_MINUTE="60000",
     )
     return values
+
+
+# -- search: a shop embedded and listed, and `replicate-assets serve` over it ------------------------------------
+
+
+@pytest.fixture
+def searchable(shop_url, image_server, fresh_emulator, tmp_path):
+    """A shop whose images are embedded and whose similarity lists and index are built; the environment a user
+    would export to search it."""
+    shop = build_sample_shop(engine_for(shop_url), image_server, products=40, days=3, today=TODAY)
+    resources = make_resources(shop_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+    assert similarity_run(resources, tmp_path).success
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "SEARCH_"))}
+    env.update(
+        DATABASE_URL=shop_url,
+        IMAGE_BASE_URL=image_server.base_url,
+        REPLICATE_API_TOKEN=TOKEN,
+        REPLICATE_BASE_URL=fresh_emulator.base_url,
+        SIMILARITY_INDEX_DIR=str(tmp_path / "index"),
+    )
+    with fresh_emulator.lock:
+        fresh_emulator.requests.clear()
+        fresh_emulator.create_requests = 0
+    return shop, env
+
+
+def creates(emulator) -> int:
+    with emulator.lock:
+        return emulator.create_requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(env: dict, *arguments: str) -> tuple[subprocess.Popen, str, requests.Response]:
+    """`replicate-assets serve` on a free port, once it answers /health: (process, base URL, that answer)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "replicate-assets"), "serve", *arguments, "--port", str(port)],
+        env=env,
+        cwd=workdir(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if server.poll() is not None:
+            raise AssertionError(server.communicate()[1])
+        try:
+            return server, base, requests.get(f"{base}/health", timeout=2)
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                stop(server)
+                raise AssertionError("the API did not answer /health within 60 s") from None
+            time.sleep(0.2)

@@ -1,6 +1,7 @@
 """The code location loads and has the shape the README describes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,13 +69,18 @@ def test_workspace_loads_the_module():
     assert workspace["load_from"][0]["python_module"]["module_name"] == "replicate_assets"
 
 
-def test_dg_checks_and_lists_the_definitions():
+def test_dg_checks_and_lists_the_definitions(tmp_path):
     dg_command = str(Path(sys.executable).with_name("dg"))
     project = Path(__file__).resolve().parents[1]
-    checked = subprocess.run([dg_command, "check", "defs"], cwd=project, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}  # dg runs in the project; its instance lives here
+    checked = subprocess.run(
+        [dg_command, "check", "defs"], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 0, checked.stderr[-2000:]
     assert "All definitions loaded successfully" in checked.stdout + checked.stderr
-    listed = subprocess.run([dg_command, "list", "defs", "--json"], cwd=project, capture_output=True, text=True)
+    listed = subprocess.run(
+        [dg_command, "list", "defs", "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
     found = json.loads(listed.stdout)
     assert {asset["asset_key"] for asset in found["assets"]} == set(CHAIN_KEYS) | SIMILARITY
     assert {sensor["name"] for sensor in found["sensors"]} == SENSORS

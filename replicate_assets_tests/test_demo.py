@@ -48,7 +48,7 @@ def test_demo_embeds_every_product_with_a_good_image(tmp_path):
     assert log.count("Indexed ProductImage #") == stored
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
     # The demo's partitions start at its first day: the UI shows its 4 days, not every day since 2024.
-    first_day = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=3)).isoformat()
+    first_day = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
     assert f"PRODUCT_IMAGES_START_DATE={first_day} dagster dev -w workspace.yaml" in result.stdout
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         assert len(instance.get_materialized_partitions(dg.AssetKey("embedding_table"))) == 4

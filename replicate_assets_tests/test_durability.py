@@ -7,7 +7,16 @@ import time
 import uuid
 
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, assert_every_good_image_stored, chain_command, run
+from conftest import (
+    BIN,
+    DAYS,
+    TODAY,
+    assert_every_good_image_stored,
+    chain_command,
+    files_holding,
+    run,
+    workdir,
+)
 
 from replicate_assets.db import engine_for
 from replicate_assets.testing.emulator import Faults
@@ -33,7 +42,7 @@ def test_kill_9_mid_run_then_rerun_embeds_each_image_once(env, sqlite_url, image
     process = subprocess.Popen(
         [str(BIN / MATERIALIZE[0]), *MATERIALIZE[1:]],
         env=env,
-        cwd=PROJECT,
+        cwd=workdir(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -77,11 +86,6 @@ def test_the_token_never_reaches_logs_metadata_errors_or_disk(env, sqlite_url, i
     finally:
         fresh_emulator.token = "r8_test_token_0123456789"
     leaks = [" ".join(o.args) for o in outputs if secret in o.stdout + o.stderr]
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
-    written += [
-        p
-        for p in PROJECT.rglob("*")
-        if p.is_file() and ".venv" not in p.parts and p.stat().st_size < 50e6 and secret.encode() in p.read_bytes()
-    ]
+    written = files_holding([secret], tmp_path)
     assert not leaks and not written, (leaks, written)
     assert len(list(tmp_path.rglob("*.db"))) >= 2  # the shop and Dagster's own storage were searched

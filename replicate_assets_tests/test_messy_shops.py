@@ -68,7 +68,7 @@ def test_partitions_are_utc_days_whatever_the_servers_time_zone(image_server, fr
         build_sample_shop(engine_for(url), image_server, products=4, days=3, today=TODAY, timestamps="aware")
         image_server.images["tz/1.png"] = png(4711)
         # 02:00 UTC on Jan 1st is still Dec 31st in New York: it belongs to the partition 2025-01-01.
-        insert_image(url, 900, 1, "tz/1.png", dt.datetime(2025, 1, 1, 2, tzinfo=dt.timezone.utc))
+        insert_image(url, 900, 1, "tz/1.png", dt.datetime(2025, 1, 1, 2, tzinfo=dt.UTC))
         reports = Changes(connect(url))
         assert dt.date(2025, 1, 1) in reports.days_needing_work("openai/clip", 3, 60, dt.datetime(2100, 1, 1))
         result = materialize_chain(make_resources(url, image_server, fresh_emulator, tmp_path), partition="2025-01-01")

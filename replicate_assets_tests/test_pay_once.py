@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, assert_every_good_image_stored, chain_command, run
+from conftest import BIN, DAYS, PROJECT, TODAY, assert_every_good_image_stored, chain_command, run, workdir
 
 from replicate_assets.db import engine_for
 from replicate_assets.testing.emulator import Emulator, Faults
@@ -26,7 +26,7 @@ def start(env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "dagster"), *MATERIALIZE[1:]],
         env=env,
-        cwd=PROJECT,
+        cwd=workdir(env),
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,

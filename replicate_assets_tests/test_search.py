@@ -8,51 +8,27 @@ repeated text or image query costs no prediction; bad input is a clear 4xx or on
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, similarity_run, stop
+from conftest import (
+    TODAY,
+    creates,
+    free_port,
+    run,
+    start_serve,
+    stop,
+)
 
 from replicate_assets.db import connect, engine_for
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.testing.sample_shop import build_sample_shop
 
 TEXT = "red leather bag"
-
-
-@pytest.fixture
-def searchable(shop_url, image_server, fresh_emulator, tmp_path):
-    """A shop whose images are embedded and whose similarity lists and index are built; the environment a user
-    would export to search it."""
-    shop = build_sample_shop(engine_for(shop_url), image_server, products=40, days=3, today=TODAY)
-    resources = make_resources(shop_url, image_server, fresh_emulator, tmp_path)
-    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
-    assert similarity_run(resources, tmp_path).success
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "SEARCH_"))}
-    env.update(
-        DATABASE_URL=shop_url,
-        IMAGE_BASE_URL=image_server.base_url,
-        REPLICATE_API_TOKEN=TOKEN,
-        REPLICATE_BASE_URL=fresh_emulator.base_url,
-        SIMILARITY_INDEX_DIR=str(tmp_path / "index"),
-    )
-    with fresh_emulator.lock:
-        fresh_emulator.requests.clear()
-        fresh_emulator.create_requests = 0
-    return shop, env
-
-
-def creates(emulator) -> int:
-    with emulator.lock:
-        return emulator.create_requests
 
 
 def single_image_product(shop_url: str) -> tuple[int, str]:
@@ -117,50 +93,26 @@ def test_search_by_words_photo_and_product_from_the_command_line(shop_url, searc
 def test_the_command_line_says_what_is_wrong_in_one_line(searchable, fresh_emulator):
     _, env = searchable
     cases = {
-        ("--image", "ftp://files.example/x.png"): "error: --image needs an http(s) URL",
-        ("--like-product", "999999"): "error: product 999999 has no embedded image (or does not exist)",
-        ("--text", TEXT, "--limit", "0"): "'0' is not a positive whole number",
+        ("--image", "ftp://files.example/x.png"): "error: image must be an http(s) URL",
+        ("--like-product", "999999"): "error: product 999999 does not exist (or is deleted)",
+        ("--like-product", "99999999999999999999999999"): "error: product 99999999999999999999999999 does not exist",
+        ("--text", TEXT, "--limit", "0"): "error: --limit=0 is out of range: between 1 and 100",
+        ("--text", "   "): "error: text is empty",
+        ("--text", ""): "error: text is empty",
+        ("--text", "red\x1bbag"): "error: text holds a control or unassigned character (U+001B)",
+        ("--text", TEXT, "--min-score", "nan"): "error: --min-score='nan' is not a number",
+        ("--text", TEXT, "--limit", "\u0661"): "error: --limit='\u0661' is not a whole number",
     }
     for arguments, message in cases.items():
         done = run(["replicate-assets", "search", *arguments], env)
         assert done.returncode != 0 and message in done.stderr, (arguments, done.stderr)
-        assert "Traceback" not in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert creates(fresh_emulator) == 0  # nothing asked wrongly was sent, let alone paid
     refused = run(["replicate-assets", "search", "--text", TEXT], {**env, "REPLICATE_API_TOKEN": "r8_wrong_token"})
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "r8_wrong_token" not in refused.stderr + refused.stdout
     assert "token" in refused.stderr.lower()
     assert creates(fresh_emulator) <= 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_serve(env: dict, *arguments: str) -> tuple[subprocess.Popen, str, requests.Response]:
-    """`replicate-assets serve` on a free port, once it answers /health: (process, base URL, that answer)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "replicate-assets"), "serve", *arguments, "--port", str(port)],
-        env=env,
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if server.poll() is not None:
-            raise AssertionError(server.communicate()[1])
-        try:
-            return server, base, requests.get(f"{base}/health", timeout=2)
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                stop(server)
-                raise AssertionError("the API did not answer /health within 60 s") from None
-            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -204,10 +156,10 @@ def test_the_http_api_answers_the_shop(shop_url, served, fresh_emulator):
     bad = {
         "/search": "ask with exactly one of text=... or image=URL",
         f"/search?text={TEXT}&image={url}": "ask with exactly one of text=... or image=URL",
-        "/search?text=bag&limit=abc": "limit='abc' is not a number",
-        "/search?text=bag&limit=0": "limit must be between 1 and 100",
-        "/search?text=bag&min_score=2": "min_score must be between -1 and 1",
-        "/search?text=%20%20": "text must hold 1 to 300 characters",
+        "/search?text=bag&limit=abc": "limit='abc' is not a whole number",
+        "/search?text=bag&limit=0": "limit=0 is out of range: between 1 and 100",
+        "/search?text=bag&min_score=2": "min_score=2 is out of range: a cosine between -1 and 1",
+        "/search?text=%20%20": "text is empty",
         "/search?image=ftp://files.example/x.png": "image must be an http(s) URL",
     }
     for path, message in bad.items():

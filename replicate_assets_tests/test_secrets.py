@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, PROJECT, TODAY, chain_command, drop_server_database, run, server_database
+from conftest import DAYS, TODAY, chain_command, drop_server_database, files_holding, run, server_database
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
@@ -69,10 +69,9 @@ def test_nothing_a_run_leaves_holds_a_secret(env, image_server, fresh_emulator, 
         drop_server_database(database)
     secrets = [token, password, *signatures]
     leaks = [(" ".join(o.args), s) for o in outputs for s in secrets if s in o.stdout + o.stderr]
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    files += [p for p in PROJECT.rglob("*") if p.is_file() and ".venv" not in p.parts and p.stat().st_size < 50e6]
-    written = [(str(p), s) for p in files for s in secrets if s.encode() in p.read_bytes()]
+    written = files_holding(secrets, tmp_path)
     assert not leaks and not written, (leaks, written)
+    files = list(tmp_path.rglob("*"))
     assert any(p.suffix == ".db" for p in files)  # Dagster's own storage (runs, events) was searched
     assert any("compute_logs" in p.parts or p.suffix in (".out", ".err") for p in files)  # and its compute logs
     assert "Failed ProductImage #2 - error:" in (tmp_path / "progress.log").read_text()  # the failures were logged

@@ -92,8 +92,8 @@ def server(request, image_server, emulator, tmp_path_factory):
     log = home / "dagster_dev.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT,
+            [str(BIN / "dagster"), "dev", "-w", str(PROJECT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=home,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,10 +1,13 @@
 """The search API: `GET /search?text=...` or `?image=URL`, `GET /products/{id}/similar`, `GET /health`.
 
-Answers are JSON. A bad query is a 400 that says what to fix; an unknown product a 404. A text or image query
-that is not in the cache costs one Replicate prediction: at most `queries_per_minute` of those a minute, beyond
-which the answer is a 429 that says so (cached queries are always answered). Work runs in a thread pool, at most
-`max_concurrent` at once (503 when busy) and `timeout` seconds each (504). When an API key is set, every route but
-/health needs it (`X-API-Key: KEY` or `Authorization: Bearer KEY`).
+Answers are JSON, errors too, all of one shape: `{"status": 400, "title": "Bad Request", "detail": "what to fix"}`
+(429 and 503 add `retry_after` and a `Retry-After` header). A bad query is a 400 checked before anything is paid
+(`similarity.queries`, the same rules as the CLI); an unknown or deleted product a 404. A text or image query that
+is not in the cache costs one Replicate prediction, once, however many ask at once: at most `queries_per_minute`
+of those a minute, beyond which the answer is a 429 that says so (cached queries are always answered). When the
+shop database or Replicate cannot serve, a 503 with `Retry-After`. Work runs in a thread pool, at most
+`max_concurrent` at once and `timeout` seconds each (504). When an API key is set, every route but /health needs it
+(`X-API-Key: KEY` or `Authorization: Bearer KEY`).
 """
 
 from __future__ import annotations
@@ -12,42 +15,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
+import logging
 import math
+import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from replicate_assets.api.problems import problem, replicate_problem
+from replicate_assets.db.engine import CatalogueError
 from replicate_assets.replicate import ReplicateError
 from replicate_assets.replicate.ratelimit import TokenBucket
+from replicate_assets.similarity.queries import (
+    MAX_LIMIT,
+    BadQuery,
+    image_query,
+    product_id,
+    score,
+    text_query,
+    whole_number,
+)
 from replicate_assets.similarity.search import Answer, Searcher
-from replicate_assets.urls import resolve_image_url, shown
+from replicate_assets.urls import redact, shown
 
-MAX_LIMIT = 100
-MAX_TEXT = 300
 REFRESH_SECONDS = 60.0
-
-
-class BadQuery(ValueError):
-    """A query the API cannot answer as asked: the message says what to change."""
-
-
-def _number(request: Request, name: str, kind: type, low: float, high: float, default: Any) -> Any:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise BadQuery(f"{name}={raw!r} is not a number") from None
-    if not (low <= value <= high) or (isinstance(value, float) and not math.isfinite(value)):
-        raise BadQuery(f"{name} must be between {low:g} and {high:g}")
-    return value
+SLOT_WAIT_SECONDS = 5.0
+log = logging.getLogger("replicate_assets.api")
 
 
 def _answer(searcher: Searcher, answer: Answer, query: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def _answer(searcher: Searcher, answer: Answer, query: dict[str, Any]) -> dict[s
                 "name": h.name,
                 "score": h.score,
                 "image_url": shown(h.image_url) if h.image_url else None,
+                **({"live": True} if h.live else {}),
             }
             for h in answer.hits
         ],
@@ -68,6 +71,10 @@ def _answer(searcher: Searcher, answer: Answer, query: dict[str, Any]) -> dict[s
         "model": searcher.model,
         "index": index.kind if index is not None else None,
     }
+
+
+def _given_key(request: Request) -> str:
+    return request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
 
 
 def create_app(
@@ -90,79 +97,99 @@ def create_app(
             except Exception:  # a database hiccup: the index in memory keeps serving
                 continue
 
-    async def guarded(request: Request, work) -> JSONResponse:
-        if api_key and request.url.path != "/health":
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return JSONResponse({"detail": "a valid API key is needed: send it as X-API-Key"}, 401)
-        try:
-            await asyncio.wait_for(slots.acquire(), timeout=1.0)
-        except TimeoutError:
-            return JSONResponse({"detail": "the search service is busy: try again in a moment"}, 503)
-        try:
-            return JSONResponse(await asyncio.wait_for(run_in_threadpool(work), timeout=timeout))
-        except BadQuery as err:
-            return JSONResponse({"detail": str(err)}, 400)
-        except LookupError as err:
-            return JSONResponse({"detail": str(err).strip("'\"")}, 404)
-        except Throttled as err:
-            headers = {"Retry-After": str(err.seconds)}
-            return JSONResponse({"detail": str(err), "retry_after": err.seconds}, 429, headers=headers)
-        except ReplicateError as err:
-            return JSONResponse({"detail": f"Replicate could not embed the query: {err}"}, 502)
-        except TimeoutError:
-            return JSONResponse({"detail": f"the search took longer than {timeout:g} s"}, 504)
-        finally:
-            slots.release()
-
-    async def health(request: Request) -> JSONResponse:
-        index = searcher.index
-        ready = index is not None
-        body = {"status": "ok" if ready else "loading", "model": searcher.model}
-        if ready:
-            body.update(index=index.kind, images=len(index), products=len(searcher.live))
-        return JSONResponse(body, 200 if ready else 503)
-
     def admit_paid_query() -> None:
         """A query that is not cached costs a prediction: within the cap, or Throttled."""
         wait = predictions.take()
         if wait:
             raise Throttled(queries_per_minute, math.ceil(wait))
 
+    async def guarded(request: Request, work: Callable[[], dict[str, Any]], image: str | None = None) -> JSONResponse:
+        if api_key and not hmac.compare_digest(_given_key(request).encode(), api_key.encode()):
+            return problem(401, "a valid API key is needed: send it as X-API-Key")
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=SLOT_WAIT_SECONDS)
+        except TimeoutError:
+            return problem(503, "the search service is busy: try again in a moment", retry_after=1)
+        try:
+            return JSONResponse(await asyncio.wait_for(run_in_threadpool(work), timeout=timeout))
+        except BadQuery as err:
+            return problem(400, str(err))
+        except LookupError as err:
+            return problem(404, str(err).strip("'\""))
+        except Throttled as err:
+            return problem(429, str(err), retry_after=err.seconds)
+        except ReplicateError as err:
+            log.warning("a query could not be embedded: %s", redact(str(err)))
+            return replicate_problem(err, image)
+        except TimeoutError:
+            return problem(504, f"the search took longer than {timeout:g} s: try again")
+        except (CatalogueError, sa.exc.SQLAlchemyError) as err:
+            log.warning("the shop database cannot serve: %s", redact(str(err).splitlines()[0]))
+            return problem(503, "the shop database cannot be reached right now: try again shortly", retry_after=5)
+        finally:
+            slots.release()
+
+    async def health(request: Request) -> JSONResponse:
+        def check() -> dict[str, Any]:
+            body: dict[str, Any] = {"model": searcher.model}
+            try:
+                with searcher.schema.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+                body["database"] = "ok"
+            except sa.exc.SQLAlchemyError:
+                body["database"] = "unreachable"
+            index = searcher.index
+            body["index"] = index.kind if index is not None else "not loaded"
+            if index is not None:
+                body.update(images=len(index), products=len(searcher.live))
+            ready = body["database"] == "ok" and index is not None
+            body["status"] = "ok" if ready else "unavailable"
+            return body
+
+        body = await run_in_threadpool(check)
+        if body["status"] == "ok":
+            return JSONResponse(body)
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
     async def search(request: Request) -> JSONResponse:
+        params = request.query_params
+        text, image = params.get("text"), params.get("image")
+
         def work() -> dict[str, Any]:
-            text, image = request.query_params.get("text"), request.query_params.get("image")
-            limit = _number(request, "limit", int, 1, MAX_LIMIT, 10)
-            min_score = _number(request, "min_score", float, -1.0, 1.0, None)
+            limit = whole_number("limit", params.get("limit"), 1, MAX_LIMIT, 10)
+            min_score = score("min_score", params.get("min_score"))
             if (text is None) == (image is None):
                 raise BadQuery("ask with exactly one of text=... or image=URL")
-            if text is not None:
-                kind, value = "text", " ".join(text.split())
-                if not value or len(value) > MAX_TEXT:
-                    raise BadQuery(f"text must hold 1 to {MAX_TEXT} characters")
-            else:
-                url, why = resolve_image_url(image, None)
-                if url is None:
-                    raise BadQuery(f"image must be an http(s) URL the model can fetch ({why})")
-                kind, value = "image", url
-            answer = searcher.query(kind, value, limit, min_score, admit=admit_paid_query)
-            return _answer(searcher, answer, {kind: value if kind == "text" else shown(value), "limit": limit})
+            query = text_query(text) if text is not None else image_query(image)
+            answer = searcher.query(query.kind, query.value, limit, min_score, admit=admit_paid_query)
+            shown_value = query.value if query.kind == "text" else shown(query.value)
+            return _answer(searcher, answer, {query.kind: shown_value, "limit": limit})
 
-        return await guarded(request, work)
+        return await guarded(request, work, image=image)
 
     async def similar(request: Request) -> JSONResponse:
         def work() -> dict[str, Any]:
-            product = int(request.path_params["product_id"])
-            limit = _number(request, "limit", int, 1, MAX_LIMIT, 10)
-            min_score = _number(request, "min_score", float, -1.0, 1.0, None)
+            product = product_id(request.path_params["product_id"])
+            limit = whole_number("limit", request.query_params.get("limit"), 1, MAX_LIMIT, 10)
+            min_score = score("min_score", request.query_params.get("min_score"))
             answer = searcher.like_product(product, limit, min_score)
             return _answer(searcher, answer, {"like_product": product, "limit": limit})
 
         return await guarded(request, work)
 
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        detail = {404: f"no such route: {request.url.path}; see GET /search, /products/ID/similar, /health"}
+        methods = {405: f"{request.method} is not allowed here: use GET"}
+        return problem(err.status_code, {**detail, **methods}.get(err.status_code, str(err.detail)))
+
+    async def crashed(request: Request, err: Exception) -> JSONResponse:
+        log.error("unexpected error on %s: %s", request.url.path, redact(repr(err)))
+        return problem(500, "the search service failed unexpectedly: the operator's log says more")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await run_in_threadpool(searcher.refresh)
+        with contextlib.suppress(Exception):  # `serve` loaded it once already; /health says when it is missing
+            await run_in_threadpool(searcher.refresh)
         threading.Thread(target=refresh_forever, name="index-refresh", daemon=True).start()
         yield
         refreshed.set()
@@ -170,9 +197,10 @@ def create_app(
     routes = [
         Route("/health", health),
         Route("/search", search),
-        Route("/products/{product_id:int}/similar", similar),
+        Route("/products/{product_id}/similar", similar),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    handlers = {HTTPException: http_error, Exception: crashed}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
 
 
 class Throttled(Exception):
@@ -187,4 +215,11 @@ class Throttled(Exception):
 
 
 def loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    """True when every address `host` names is a loopback address (127.0.0.0/8, ::1); False when it names
+    another, or none."""
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return False
+    addresses = {info[4][0].split("%")[0] for info in found}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from replicate_assets.db import CatalogueError
 from replicate_assets.replicate import ReplicateError
 from replicate_assets.settings import SettingsError
+from replicate_assets.similarity.queries import BadQuery
 from replicate_assets.urls import redact
 
 
@@ -25,6 +26,13 @@ def positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use a number between 1 and 65535")
     return value
 
 
@@ -57,17 +65,17 @@ def parser() -> argparse.ArgumentParser:
     query = found.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="words, e.g. 'red leather bag' (one prediction, then cached)")
     query.add_argument("--image", help="an http(s) URL of an example photo (one prediction, then cached)")
-    query.add_argument("--like-product", type=int, metavar="ID", help="products similar to this product")
-    found.add_argument("--limit", type=positive, default=10, help="at most this many products (default 10)")
-    found.add_argument("--min-score", type=float, default=None, help="only products scoring at least this (cosine)")
+    query.add_argument("--like-product", metavar="ID", help="products similar to this product")
+    found.add_argument("--limit", default="10", help="at most this many products, 1 to 100 (default 10)")
+    found.add_argument("--min-score", default=None, help="only products scoring at least this (a cosine, -1 to 1)")
     found.add_argument("--json", action="store_true", help="print one JSON document")
     served = add(
         "serve", search.serve, "the search HTTP API for the shop's web app (GET /search, /products/ID/similar)"
     )
     served.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs SEARCH_API_KEY)")
-    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--port", type=port, default=8000)
     emulator = add("emulator", commands.emulator, "run the local Replicate emulator in the foreground")
-    emulator.add_argument("--port", type=int, default=8787)
+    emulator.add_argument("--port", type=port, default=8787)
     emulator.add_argument("--latency", type=float, default=0.5, help="seconds per prediction (default 0.5)")
     emulator.add_argument("--creates-per-minute", type=float, default=600, help="create rate limit (0: none)")
     emulator.add_argument("--burst", type=int, default=10, help="creates allowed at once (default 10)")
@@ -89,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as err:  # its message is written to show no secret, and examples of URLs
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BadQuery as err:  # a search asked wrongly: nothing was paid
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (CatalogueError, ReplicateError) as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         return 1

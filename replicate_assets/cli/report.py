@@ -55,7 +55,7 @@ def print_uncovered(reports: Reports, settings: Settings) -> None:
             + ": they are skipped; delete them or restore their products"
         )
     start = dt.date.fromisoformat(settings.start_date)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     uncovered = reports.uncovered(start, today + dt.timedelta(days=1))
     if uncovered["before_start"]:
         print(

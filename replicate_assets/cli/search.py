@@ -12,8 +12,16 @@ import threading
 from replicate_assets.cli.commands import shop
 from replicate_assets.replicate import ClientOptions, ReplicateClient, model_spec
 from replicate_assets.settings import Settings
+from replicate_assets.similarity.queries import (
+    MAX_LIMIT,
+    image_query,
+    product_id,
+    score,
+    text_query,
+    whole_number,
+)
 from replicate_assets.similarity.search import Searcher
-from replicate_assets.urls import resolve_image_url, shown
+from replicate_assets.urls import shown
 
 
 def searcher_for(settings: Settings, token: str | None = None) -> Searcher:
@@ -34,34 +42,36 @@ def searcher_for(settings: Settings, token: str | None = None) -> Searcher:
 
 
 def search(args: argparse.Namespace) -> int:
+    # Checked before any connection or payment, by the same rules as the HTTP API.
+    limit = whole_number("--limit", args.limit, 1, MAX_LIMIT, 10)
+    min_score = score("--min-score", args.min_score)
+    query = None
+    if args.text is not None:
+        query = text_query(args.text)
+    elif args.image is not None:
+        query = image_query(args.image)
+    product = product_id(args.like_product) if query is None else None
     settings = Settings.from_env()
     searcher = searcher_for(settings)
-    if args.like_product is not None:
-        query = f"like product {args.like_product}"
-        answer = searcher.like_product(args.like_product, args.limit, args.min_score)
+    if query is None:
+        asked = f"like product {product}"
+        answer = searcher.like_product(product, limit, min_score)
     else:
-        kind, value = ("text", args.text) if args.text is not None else ("image", args.image)
-        if kind == "image":
-            value, why = resolve_image_url(value, None)
-            if value is None:
-                print(f"error: --image needs an http(s) URL ({why})", file=sys.stderr)
-                return 2
-        query, answer = (
-            f"{kind} {shown(value) if kind == 'image' else value!r}",
-            searcher.query(kind, value, args.limit, args.min_score),
-        )
+        asked = f"{query.kind} {shown(query.value) if query.kind == 'image' else query.value!r}"
+        answer = searcher.query(query.kind, query.value, limit, min_score)
     rows = [(hit, shown(hit.image_url) if hit.image_url else None) for hit in answer.hits]
     if args.json:
         hits = [dataclasses.asdict(hit) | {"image_url": url} for hit, url in rows]
         took = round(answer.milliseconds, 2)
-        print(json.dumps({"query": query, "results": hits, "cached": answer.cached, "took_ms": took}))
+        print(json.dumps({"query": asked, "results": hits, "cached": answer.cached, "took_ms": took}))
         return 0
     if not rows:
-        print(f"no product matches {query}" + (f" with a score of at least {args.min_score}" if args.min_score else ""))
+        print(f"no product matches {asked}" + (f" with a score of at least {min_score}" if min_score else ""))
     for hit, url in rows:
-        print(f"{hit.score:6.3f}  #{hit.product_id:<6} {hit.name or '':<32} {url or ''}")
+        live = "  (live: newer than the lists)" if hit.live else ""
+        print(f"{hit.score:6.3f}  #{hit.product_id:<6} {hit.name or '':<32} {url or ''}{live}")
     cost = "no prediction (cached)" if answer.cached else "1 prediction"
-    print(f"({len(rows)} products for {query}; {cost}; {answer.milliseconds:.0f} ms)")
+    print(f"({len(rows)} products for {asked}; {cost}; {answer.milliseconds:.0f} ms)")
     return 0
 
 

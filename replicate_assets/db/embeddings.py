@@ -6,6 +6,7 @@ reads it), model, dimensions, image_url, created_at, updated_at. Written only by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -38,6 +39,19 @@ class EmbeddingStore:
     def __init__(self, schema: Schema):
         self.schema = schema
         self.engine = schema.engine
+
+    def product_embeddings(self, model: str, product_id: int) -> list[list[float]]:
+        """The published embeddings of one product's images (one indexed query): what a search uses for a product
+        newer than the similarity lists."""
+        e = self.schema.embeddings
+        query = (
+            sa.select(e.c.embedding)
+            .where(e.c.product_id == product_id, e.c.model == model)
+            .order_by(e.c.product_image_id)
+        )
+        with self.engine.connect() as conn:
+            found = [row[0] for row in conn.execute(query)]
+        return [json.loads(v) if isinstance(v, str | bytes) else v for v in found]
 
     def _unpublished(self, window: Window, model: str) -> tuple[sa.FromClause, list[sa.ColumnElement]]:
         """Indexed outcomes of the window whose product_embeddings row is missing or older: (from, where).

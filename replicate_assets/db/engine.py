@@ -44,7 +44,7 @@ def masked(url: str) -> str:
     """The URL as it may be shown: the password replaced by ***."""
     try:
         return sa.make_url(normalise_url(url)).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "(not a database URL)"
 
 

@@ -75,7 +75,7 @@ class PgVectorTable:
         live = images.ids.tolist()
         gone = sorted(stored - set(live))
         write = [i for i, image_id in enumerate(live) if image_id not in stored or changed is None or changed[i]]
-        now = utcnow().replace(tzinfo=dt.timezone.utc)
+        now = utcnow().replace(tzinfo=dt.UTC)
         with self.engine.begin() as conn:
             for lo in range(0, len(gone), PAGE):
                 conn.execute(

@@ -67,6 +67,15 @@ class SimilarityStore:
                     found[int(p)].append((int(q), float(s)))
         return dict(found)
 
+    def live(self, products: Iterable[int]) -> set[int]:
+        """Which of `products` exist and are not soft-deleted now (one indexed query on products.id)."""
+        p, wanted = self.schema.products, sorted(set(products))
+        query = sa.select(p.c.id).where(p.c.id.in_(wanted))
+        if self.schema.has_deleted_at:
+            query = query.where(p.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            return {int(row[0]) for row in conn.execute(query)} if wanted else set()
+
     def kth_scores(self, k: int) -> dict[int, float]:
         """The K-th score of every full list (a product absent here takes any product in)."""
         t = self.table

@@ -9,6 +9,7 @@ import dagster as dg
 from replicate_assets.db import Schema, ShopColumns, connect
 from replicate_assets.pipeline.progress_file import ProgressFile
 from replicate_assets.replicate import ClientOptions, ModelSpec, ReplicateClient, model_spec
+from replicate_assets.settings import DEFAULT_INDEX_DIR, NUMBERS
 
 CLIENT_DEFAULTS = ClientOptions()
 
@@ -31,16 +32,16 @@ class ShopDatabase(dg.ConfigurableResource):
 class EmbeddingPolicy(dg.ConfigurableResource):
     """How images are worked through: one value for assets, checks and sensors (a run may override it)."""
 
-    chunk_size: int = 50
-    max_attempts: int = 3
-    retry_delay_seconds: float = 60.0
+    chunk_size: int = NUMBERS["chunk_size"].field()
+    max_attempts: int = NUMBERS["max_attempts"].field()
+    retry_delay_seconds: float = NUMBERS["retry_delay_seconds"].field(float)
 
 
 class SimilarityOptions(dg.ConfigurableResource):
     """How similar products and search work (SIMILAR_PRODUCTS_K, SIMILARITY_INDEX_DIR)."""
 
-    k: int = 20
-    index_folder: str = "data/index"
+    k: int = NUMBERS["similar_products_k"].field()
+    index_folder: str = DEFAULT_INDEX_DIR
 
 
 class ProgressLog(dg.ConfigurableResource):
@@ -58,10 +59,10 @@ class ReplicateResource(dg.ConfigurableResource):
     api_token: str | None = None
     base_url: str = CLIENT_DEFAULTS.base_url
     model: str = CLIENT_DEFAULTS.model
-    max_in_flight: int = CLIENT_DEFAULTS.max_in_flight
-    max_predictions_per_minute: int = CLIENT_DEFAULTS.max_predictions_per_minute
-    batch_size: int = CLIENT_DEFAULTS.batch_size
-    prediction_timeout_seconds: float = CLIENT_DEFAULTS.prediction_timeout_seconds
+    max_in_flight: int = NUMBERS["max_in_flight"].field()
+    max_predictions_per_minute: int = NUMBERS["max_predictions_per_minute"].field()
+    batch_size: int = NUMBERS["batch_size"].field()
+    prediction_timeout_seconds: float = NUMBERS["prediction_timeout_seconds"].field(float)
     sync_wait_seconds: int = CLIENT_DEFAULTS.sync_wait_seconds
     read_timeout_seconds: float = CLIENT_DEFAULTS.read_timeout_seconds
     max_request_attempts: int = CLIENT_DEFAULTS.max_request_attempts

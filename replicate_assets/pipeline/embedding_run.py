@@ -103,7 +103,7 @@ class EmbeddingRun:
         for row in rows:
             self.waiting.setdefault(row.image_url, []).append(row)
         since = min((row.sent_at for row in rows), default=None)
-        return list(self.waiting), since.replace(tzinfo=dt.timezone.utc) if since else None
+        return list(self.waiting), since.replace(tzinfo=dt.UTC) if since else None
 
     def end_resume(self, seconds: float) -> None:
         """The URLs not taken over wait no more: `urls_to_send` reads their rows again and sends them."""

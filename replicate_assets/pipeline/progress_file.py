@@ -22,7 +22,7 @@ class ProgressFile:
         self.path = Path(path)
 
     def write(self, messages: Iterable[str]) -> None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         text = "".join(f"[{stamp}] {message}\n" for message in messages)
         if not text:
             return

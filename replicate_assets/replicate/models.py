@@ -180,7 +180,7 @@ def parse_timestamp(value: Any) -> dt.datetime | None:
     micros = (fraction or "0")[:6].ljust(6, "0")
     zone = "+00:00" if zone in (None, "Z") else zone
     try:
-        return dt.datetime.fromisoformat(f"{base}.{micros}{zone}").astimezone(dt.timezone.utc)
+        return dt.datetime.fromisoformat(f"{base}.{micros}{zone}").astimezone(dt.UTC)
     except ValueError:
         return None
 

@@ -35,7 +35,7 @@ PREFERENCE = {"succeeded": 0, "processing": 1, "starting": 1, "failed": 3, "canc
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Predictions:
@@ -150,7 +150,7 @@ class Predictions:
     def listed(self, since: dt.datetime) -> Iterator[Prediction]:
         """The account's predictions created after `since` (less a clock margin), newest first, page by page."""
         since = max(since, utcnow() - RETENTION) - CLOCK_MARGIN
-        stamp = since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         url: str | None = "/predictions?" + urlencode({"created_after": stamp})
         while url:
             self.stats.add("list_requests")

@@ -8,12 +8,15 @@ A text or image query is embedded by the configured Replicate model once: its un
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 import sqlalchemy as sa
 
+from replicate_assets.db.embeddings import EmbeddingStore
 from replicate_assets.db.engine import CatalogueError
 from replicate_assets.db.query_cache import QueryCache
 from replicate_assets.db.schema import Schema
@@ -21,9 +24,12 @@ from replicate_assets.db.similarities import SimilarityStore
 from replicate_assets.db.tables import SIMILARITIES, VECTORS
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.similarity.index import SearchIndex, serving
+from replicate_assets.similarity.queries import NoSuchProduct
 from replicate_assets.similarity.vectors import normalised
 
 Embed = Callable[[str, str], list[float]]  # (kind, value) -> raw embedding, one Replicate prediction
+SPARE = 10  # candidates beyond the limit, for products deleted since the index was built
+WAIT_SECONDS = 60.0  # how long a query waits for another process paying for the same query
 NOTHING_YET = (
     "nothing to search for {model} yet: the similarity assets have not run on this database. Once embedding_table "
     "has, run: dagster asset materialize -m replicate_assets --select product_similarities,similarity_index "
@@ -37,6 +43,7 @@ class Hit:
     name: str | None
     score: float
     image_url: str | None
+    live: bool = False  # found in the live index, not in product_similarities (newer than the lists)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +62,8 @@ class Searcher:
         self.index: SearchIndex | None = None
         self.loaded_at = 0.0
         self.live: set[int] = set()
+        self._flights: dict[tuple[str, str], Future] = {}  # queries being embedded by this process now
+        self._flights_lock = threading.Lock()
 
     def refresh(self) -> SearchIndex:
         """Load the live vectors; use the saved index when it covers exactly them, else build one in memory.
@@ -70,16 +79,49 @@ class Searcher:
         return self.index
 
     def embed(self, kind: str, value: str, admit: Callable[[], None] | None = None) -> tuple[np.ndarray, bool]:
-        """The unit vector of a query (from the cache, or one prediction); raises ReplicateError when refused.
-        `admit` is called only before a prediction is paid for, and may refuse it by raising."""
+        """The unit vector of a (normalised) query: from the cache, or one prediction, whatever the concurrency.
+        Returns (vector, cached); cached is False only for the one caller that paid. Raises ReplicateError when
+        refused. `admit` is called only before a prediction is paid for, and may refuse it by raising."""
         vector = self.cache.get(self.model, kind, value)
         if vector is not None:
             return vector, True
-        if admit is not None:
-            admit()
-        if self.embed_remote is None:
-            raise RuntimeError("this searcher has no Replicate client: only product searches are possible")
-        vector = normalised(np.asarray(self.embed_remote(kind, value), dtype=np.float32))
+        with self._flights_lock:  # one prediction per query in this process: the others wait for its answer
+            flight = self._flights.get((kind, value))
+            leader = flight is None
+            if leader:
+                flight = self._flights[(kind, value)] = Future()
+        if not leader:
+            return flight.result(timeout=WAIT_SECONDS)[0], True
+        try:
+            found = self._embed_once(kind, value, admit)
+            flight.set_result(found)
+            return found
+        except BaseException as err:
+            flight.set_exception(err)
+            raise
+        finally:
+            with self._flights_lock:
+                del self._flights[(kind, value)]
+
+    def _embed_once(self, kind: str, value: str, admit: Callable[[], None] | None) -> tuple[np.ndarray, bool]:
+        """Across processes: claim the query in the cache table, or wait for the process that holds it."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not self.cache.claim(self.model, kind, value):
+            vector = self.cache.get(self.model, kind, value)
+            if vector is not None:
+                return vector, True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another process has been embedding this query for over {WAIT_SECONDS:g} s")
+            time.sleep(0.05)
+        try:
+            if admit is not None:
+                admit()
+            if self.embed_remote is None:
+                raise RuntimeError("this searcher has no Replicate client: only product searches are possible")
+            vector = normalised(np.asarray(self.embed_remote(kind, value), dtype=np.float32))
+        except BaseException:
+            self.cache.release(self.model, kind, value)
+            raise
         self.cache.put(self.model, kind, value, vector)
         return vector, False
 
@@ -111,42 +153,54 @@ class Searcher:
                 if product is None or product == skip or product not in self.live or product in best:
                     continue
                 best[product] = (float(score), int(index.ids[position]))
-            if len(best) >= limit or width >= len(index):
+            if len(best) >= limit + SPARE or width >= len(index):
                 break
             width = min(len(index), width * 4)
-        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[: limit + SPARE]
         ranked = [(p, s, i) for p, (s, i) in ranked if min_score is None or s >= min_score]
-        return self._hits(ranked)
+        return self._hits(ranked, limit)
 
     def like_product(self, product_id: int, limit: int = 10, min_score: float | None = None) -> Answer:
-        """Products similar to `product_id`: its precomputed list (product_similarities), else computed now."""
+        """Products similar to `product_id`: its precomputed list (product_similarities), else computed now from
+        its vectors (hits marked live). Raises NoSuchProduct for a product that does not exist or is deleted now,
+        or that has no embedded image yet."""
         started = time.perf_counter()
         self.index or self.refresh()
+        if not self.similar.live([product_id]):
+            raise NoSuchProduct(f"product {product_id} does not exist (or is deleted)")
         listed = self.similar.lists([product_id]).get(product_id)
         if listed:
-            ranked = [(q, s, None) for q, s in listed[:limit] if min_score is None or s >= min_score]
-            return Answer(self._hits(ranked), True, (time.perf_counter() - started) * 1000)
+            ranked = [(q, s, None) for q, s in listed if min_score is None or s >= min_score]
+            return Answer(self._hits(ranked, limit), True, (time.perf_counter() - started) * 1000)
         vectors = self._vectors_of(product_id)
         if vectors is None:
-            raise LookupError(f"product {product_id} has no embedded image (or does not exist)")
+            raise NoSuchProduct(f"product {product_id} has no embedded image yet: its images are still to be embedded")
         found: dict[int, Hit] = {}
         for vector in vectors:
             for hit in self.by_vector(vector, limit, min_score, skip=product_id):
                 if hit.product_id not in found or found[hit.product_id].score < hit.score:
-                    found[hit.product_id] = hit
+                    found[hit.product_id] = dataclasses.replace(hit, live=True)
         hits = sorted(found.values(), key=lambda h: (-h.score, h.product_id))[:limit]
         return Answer(hits, True, (time.perf_counter() - started) * 1000)
 
     def _vectors_of(self, product_id: int) -> np.ndarray | None:
+        """The product's unit vectors: from the index, the similarity copy, or (newer than both) product_embeddings."""
         index = self.index or self.refresh()
         positions = np.flatnonzero(index.products == product_id)
         if len(positions) and index.vectors is not None:
             return index.vectors[positions]
         vectors = VectorStore(self.schema).product_vectors(self.model, product_id)  # one product's rows, indexed
-        return vectors if len(vectors) else None
+        if len(vectors):
+            return vectors
+        published = EmbeddingStore(self.schema).product_embeddings(self.model, product_id)
+        usable = [v for v in published if isinstance(v, list) and len(v) == getattr(index.index, "d", len(v))]
+        return np.stack([normalised(np.asarray(v, dtype=np.float32)) for v in usable]) if usable else None
 
-    def _hits(self, ranked: list[tuple[int, float, int | None]]) -> list[Hit]:
-        """Hits with the products' names and the URL of the best image (or of their first one)."""
+    def _hits(self, ranked: list[tuple[int, float, int | None]], limit: int | None = None) -> list[Hit]:
+        """Hits with the products' names and the URL of the best image (or of their first one): only products that
+        exist and are not deleted now, at most `limit`."""
+        live = self.similar.live(p for p, _, _ in ranked) if ranked else set()
+        ranked = [r for r in ranked if r[0] in live][:limit]
         if not ranked:
             return []
         products = [p for p, _, _ in ranked]

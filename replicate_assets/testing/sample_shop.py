@@ -96,7 +96,8 @@ class ImageServer:
 
     def __init__(self, images: dict[str, bytes] | None = None, port: int = 0):
         self.images: dict[str, bytes] = images if images is not None else {}
-        store = self.images
+        self.statuses: dict[str, int] = {}  # path -> the status it answers instead (403, 500, ...)
+        store, statuses = self.images, self.statuses
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -106,8 +107,9 @@ class ImageServer:
                 pass
 
             def do_GET(self) -> None:
-                data = store.get(unquote(self.path.split("?")[0]).lstrip("/"))
-                self.send_response(200 if data else 404)
+                path = unquote(self.path.split("?")[0]).lstrip("/")
+                data = store.get(path) if path not in statuses else None
+                self.send_response(statuses.get(path, 200 if data else 404))
                 self.send_header("Content-Type", "image/png" if data else "text/plain")
                 body = data or b"not found"
                 self.send_header("Content-Length", str(len(body)))
@@ -158,7 +160,7 @@ def build_sample_shop(
     Half the paths are relative (Laravel's public storage), so IMAGE_BASE_URL must be the server's base URL.
     """
     rng = random.Random(seed)
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     create_shop_tables(engine, reset=True, timestamps=timestamps, foreign_keys=foreign_keys)
     tables = shop_metadata(timestamps).tables
     shop = SampleShop(first_day=today - dt.timedelta(days=days - 1), last_day=today)

@@ -59,10 +59,10 @@ def test_clip_features_failures_name_the_images_it_could_not_load():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("2025-01-15T10:30:45.36078514Z", dt.datetime(2025, 1, 15, 10, 30, 45, 360785, tzinfo=dt.timezone.utc)),
-        ("2025-01-15T10:30:45.123Z", dt.datetime(2025, 1, 15, 10, 30, 45, 123000, tzinfo=dt.timezone.utc)),
-        ("2025-01-15T10:30:45Z", dt.datetime(2025, 1, 15, 10, 30, 45, tzinfo=dt.timezone.utc)),
-        ("2025-01-15T12:30:45+02:00", dt.datetime(2025, 1, 15, 10, 30, 45, tzinfo=dt.timezone.utc)),
+        ("2025-01-15T10:30:45.36078514Z", dt.datetime(2025, 1, 15, 10, 30, 45, 360785, tzinfo=dt.UTC)),
+        ("2025-01-15T10:30:45.123Z", dt.datetime(2025, 1, 15, 10, 30, 45, 123000, tzinfo=dt.UTC)),
+        ("2025-01-15T10:30:45Z", dt.datetime(2025, 1, 15, 10, 30, 45, tzinfo=dt.UTC)),
+        ("2025-01-15T12:30:45+02:00", dt.datetime(2025, 1, 15, 10, 30, 45, tzinfo=dt.UTC)),
         ("yesterday", None),
         (None, None),
     ],

@@ -47,3 +47,31 @@ def test_urls_are_shown_without_credentials(text, secret):
     assert secret not in shown_text
     assert shown_text.startswith("Failed to download image from ") and shown_text.endswith(": HTTP 404 (attempt 1)")
     assert "a.jpg" in shown(text) or "shop" in shown(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # requests' refused connection, time-out, unknown host and TLS failure quote the path and query alone
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /leak.png?X-Amz-Signature=SECRET"
+        " (Caused by NewConnectionError('Failed to establish a new connection: [Errno 111] Connection refused'))",
+        "HTTPSConnectionPool(host='cdn.example', port=443): Max retries exceeded with url: /a.png?X-Goog-Signature="
+        "SECRET&X-Goog-Date=1 (Caused by SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER] wrong version number')))",
+        "KeyError: 'https://acct.blob.core.windows.net/c/a.jpg?sv=2020&sig=SECRET'",
+        '{"error": "Failed to download https:\\/\\/cdn.example\\/a.png?sig=SECRET\\u0026x=1"}',
+        "failed: https%3A%2F%2Fcdn.example%2Fa.png%3FX-Amz-Signature%3DSECRET%26b%3D2",
+        "proxy said: user:SECRET@cdn.example/a.png refused",
+        "Image too large: http://USER:SECRET@cdn.example/a.png is over 10 bytes",
+        "url: /a.png?Signature=SECRET&Expires=1",
+    ],
+    ids=["refused", "tls", "keyerror", "json-escaped", "percent-encoded", "userinfo-alone", "userinfo", "s3-legacy"],
+)
+def test_every_form_a_url_takes_in_an_error_is_redacted(text):
+    shown_text = redact(text)
+    assert "SECRET" not in shown_text
+    assert "a.png" in shown_text or "leak.png" in shown_text or "a.jpg" in shown_text
+
+
+def test_redaction_leaves_plain_sentences_alone():
+    for text in ("Is the image there? Try again.", "HTTP 404 at 12:30:45", "embedding dimension=768"):
+        assert redact(text) == text

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from replicate_assets.testing.emulator.server import Emulator
 
 URL_LINE = "http://", "https://"
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # a larger download is refused, as a model with a memory budget would
 
 
 class Model:
@@ -26,14 +27,22 @@ class Model:
     def __init__(self, embed: Callable[[bytes], list[float]], predict_time: float, emulator: Emulator):
         self.embed, self.predict_time, self.emulator = embed, predict_time, emulator
         self.download = requests.Session()
+        self.download_timeout, self.max_image_bytes = 10.0, MAX_IMAGE_BYTES
 
     def _fetch(self, url: str) -> bytes:
+        """The image's bytes; fails as the model's download does, quoting the URL in requests' own forms (a
+        refused connection, a time-out, an unknown host, a TLS error) or its own (an HTTP status, too large)."""
         if url.startswith("data:"):
             return base64.b64decode(url.partition(",")[2])
-        response = self.download.get(url, timeout=10)
-        if response.status_code != 200 or not response.content:
-            raise ValueError(f"Failed to download image from {url}: HTTP {response.status_code}")
-        return response.content
+        with self.download.get(url, timeout=self.download_timeout, stream=True) as response:
+            if response.status_code != 200:
+                raise ValueError(f"Failed to download image from {url}: HTTP {response.status_code}")
+            content = response.raw.read(self.max_image_bytes + 1, decode_content=True)
+        if len(content) > self.max_image_bytes:
+            raise ValueError(f"Image too large: {url} is over {self.max_image_bytes} bytes")
+        if not content:
+            raise ValueError(f"Failed to download image from {url}: empty body")
+        return content
 
     def _vector(self, item: str, is_image: bool) -> array:
         data = self._fetch(item) if is_image else item.encode()

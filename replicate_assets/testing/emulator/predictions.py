@@ -21,7 +21,7 @@ def embedding_for(data: bytes) -> list[float]:
 
 
 def iso(moment: float) -> str:
-    return dt.datetime.fromtimestamp(moment, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Prediction:
     version: str
     input: dict[str, Any]
     ready_at: float  # monotonic time the model finishes
-    created: float = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).timestamp())  # wall clock
+    created: float = field(default_factory=lambda: dt.datetime.now(dt.UTC).timestamp())  # wall clock
     index: int = 0  # position in creation order, for the list's cursor
     status: str = "starting"
     output: Any = None
