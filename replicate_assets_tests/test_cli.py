@@ -161,7 +161,7 @@ def test_failed_lists_reasons_and_retry_failed_reruns_their_days(
         (
             "REPLICATE_CHUNK_SIZE",
             "abc",
-            "error: REPLICATE_CHUNK_SIZE='abc' must be a positive whole number (default 50)",
+            "error: REPLICATE_CHUNK_SIZE='abc' must be a positive whole number from 1 to 10000 (default 50)",
         ),
         (
             "PRODUCT_IMAGES_START_DATE",

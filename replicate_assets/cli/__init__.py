@@ -29,11 +29,16 @@ def positive(text: str) -> int:
     return value
 
 
-def port(text: str) -> int:
-    value = int(text) if text.isascii() and text.isdigit() else 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use a number between 1 and 65535")
+def port(text: str, lowest: int = 1) -> int:
+    value = int(text) if text.isascii() and text.isdigit() else -1
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use a number between {lowest} and 65535")
     return value
+
+
+def port_or_any(text: str) -> int:
+    """A port, or 0 for any free one (the emulator prints the one it took)."""
+    return port(text, lowest=0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     served.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs SEARCH_API_KEY)")
     served.add_argument("--port", type=port, default=8000)
     emulator = add("emulator", commands.emulator, "run the local Replicate emulator in the foreground")
-    emulator.add_argument("--port", type=port, default=8787)
+    emulator.add_argument("--port", type=port_or_any, default=8787, help="0: any free port")
     emulator.add_argument("--latency", type=float, default=0.5, help="seconds per prediction (default 0.5)")
     emulator.add_argument("--creates-per-minute", type=float, default=600, help="create rate limit (0: none)")
     emulator.add_argument("--burst", type=int, default=10, help="creates allowed at once (default 10)")
