@@ -39,6 +39,7 @@ from replicate_assets.defs.resources import (
     SimilarityOptions,
 )
 from replicate_assets.testing.emulator import Emulator, embedding_for
+from replicate_assets.testing.emulator.model import MAX_IMAGE_BYTES
 from replicate_assets.testing.sample_shop import ImageServer, SampleShop, build_sample_shop
 
 TOKEN = "r8_test_token_0123456789"
@@ -152,6 +153,7 @@ def fresh_emulator(emulator: Emulator) -> Emulator:
         emulator.create_requests = emulator.max_in_flight = 0
         emulator.throttled_until = 0.0
     emulator.latency, emulator.retention = 0.0, 3600.0
+    emulator.model.download_timeout, emulator.model.max_image_bytes = 10.0, MAX_IMAGE_BYTES
     return emulator
 
 

@@ -1,16 +1,30 @@
 """Secrets never leave: the token, the database password and signed URLs' signatures reach no log, no file, no
 event, no error and no UI; a URL shown anywhere has no credentials and no query string."""
 
+import socket
 import uuid
+from collections.abc import Iterator
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, TODAY, chain_command, drop_server_database, files_holding, run, server_database
+from conftest import (
+    DAYS,
+    TODAY,
+    chain_command,
+    drop_server_database,
+    files_holding,
+    make_resources,
+    materialize_chain,
+    run,
+    server_database,
+)
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
 from replicate_assets.db import engine_for
 from replicate_assets.definitions import build_definitions
+from replicate_assets.replicate import MODELS
 from replicate_assets.settings import Settings
 from replicate_assets.testing.emulator import Faults
 from replicate_assets.testing.sample_shop import build_sample_shop, png
@@ -37,25 +51,82 @@ def test_a_token_with_inner_whitespace_is_refused_without_showing_it(env):
 
 
 @pytest.mark.postgres
-def test_nothing_a_run_leaves_holds_a_secret(env, image_server, fresh_emulator, tmp_path):
+def sign_images(url: str, image_server, emulator, silent_port: int) -> list[str]:
+    """Give images 1..9 signed URLs (S3, GCS, Azure SAS, userinfo) on every path the model's download can fail by
+    (404, 403, refused, time-out, unknown host, TLS, too large), and one that works; returns the signatures."""
+    signatures = [f"SIG{uuid.uuid4().hex[:10]}" for _ in range(9)]
+    base, tls = image_server.base_url, image_server.base_url.replace("http://", "https://")
+    image_server.images["signed/ok.png"] = png(777)
+    image_server.images["signed/huge.png"] = png(778, size=400)
+    image_server.statuses["signed/private.png"] = 403
+    emulator.model.download_timeout = 1.0  # the silent host's time-out comes quickly
+    emulator.model.max_image_bytes = len(image_server.images["signed/huge.png"]) - 1
+    s3, gcs, azure = (
+        "X-Amz-Credential=a/b&X-Amz-Signature=",
+        "X-Goog-Signature=",
+        "sv=2020&st=2025-01-01T00:00:00Z&sig=",
+    )
+    paths = [
+        f"{base}/signed/ok.png?{s3}{signatures[0]}",  # works
+        f"{base}/gone/a.png?{gcs}{signatures[1]}",  # 404
+        f"{base}/signed/private.png?{s3}{signatures[2]}",  # 403
+        f"http://127.0.0.1:9/gone/c.png?{azure}{signatures[3]}",  # refused
+        f"http://127.0.0.1:{silent_port}/slow.png?{s3}{signatures[4]}",  # time-out
+        f"http://no-such-host.invalid/d.png?{gcs}{signatures[5]}",  # unknown host
+        f"{tls}/signed/ok.png?{azure}{signatures[6]}",  # TLS to a plain HTTP server
+        f"{base}/signed/huge.png?{s3}{signatures[7]}",  # too large
+        f"HTTP://user:{signatures[8]}@127.0.0.1:9/gone/e.png",  # userinfo, refused
+    ]
+    with engine_for(url).begin() as conn:
+        for image_id, path in enumerate(paths, start=1):
+            conn.execute(sa.text("UPDATE product_images SET path = :p WHERE id = :id"), {"p": path, "id": image_id})
+    return signatures
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung image host)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_no_download_error_of_any_model_leaks_a_signature(
+    model, sqlite_url, image_server, fresh_emulator, silent_port, tmp_path
+):
+    """Every way the model's download fails, on each model: the outcomes table, the run's event log and the
+    progress log hold the failure without the URL's credentials."""
+    build_sample_shop(engine_for(sqlite_url), image_server, products=12, days=3, today=TODAY)
+    signatures = sign_images(sqlite_url, image_server, fresh_emulator, silent_port)
+    resources = make_resources(
+        sqlite_url, image_server, fresh_emulator, tmp_path, policy={"max_attempts": 1}, model=model
+    )
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        result = materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance, raise_on_error=False)
+        events = str([record.event_log_entry for record in instance.get_records_for_run(result.run_id).records])
+    with engine_for(sqlite_url).connect() as conn:
+        errors = dict(conn.execute(sa.text("SELECT product_image_id, error FROM clip_embedding_outcomes")).all())
+    assert all(errors.get(n) for n in range(2, 10)), errors  # each dead image failed, with a reason
+    assert errors.get(1) is None  # the signed image that works was embedded
+    leaks = [s for s in signatures if s in events + str(errors)]
+    written = files_holding(signatures, tmp_path / "dagster_home", tmp_path / "logs")  # not the shop's own tables
+    assert not leaks and not written, (leaks, written)
+    assert "Failed ProductImage #4 - error:" in (tmp_path / "logs" / "replicate_embeddings.log").read_text()
+
+
+def test_nothing_a_run_leaves_holds_a_secret(env, image_server, fresh_emulator, silent_port, tmp_path):
     token = f"r8_{uuid.uuid4().hex}"  # made here, so no source file holds it
     password = f"pw{uuid.uuid4().hex[:12]}"
     database = server_database("postgresql")
     parsed = sa.make_url(database)
     shop_url = parsed.set(password=password).render_as_string(hide_password=False)  # trust auth: any password
-    signatures = [f"SIG{uuid.uuid4().hex[:10]}" for _ in range(4)]
     fresh_emulator.token = token
     try:
         build_sample_shop(engine_for(database), image_server, products=20, days=3, today=TODAY)
-        image_server.images["signed/ok.png"] = png(777)
-        with engine_for(database).begin() as conn:  # signed URLs that work, that are dead, and a userinfo URL
-            for image_id, path in (
-                (1, f"{image_server.base_url}/signed/ok.png?X-Amz-Credential=a/b&X-Amz-Signature={signatures[0]}"),
-                (2, f"{image_server.base_url}/gone/a.png?X-Goog-Signature={signatures[1]}"),
-                (3, f"{image_server.base_url}/gone/b.png?sv=2020&st=2025-01-01T00:00:00Z&sig={signatures[2]}"),
-                (4, f"HTTP://user:{signatures[3]}@127.0.0.1:9/gone/c.png"),
-            ):
-                conn.execute(sa.text("UPDATE product_images SET path = :p WHERE id = :id"), {"p": path, "id": image_id})
+        signatures = sign_images(database, image_server, fresh_emulator, silent_port)
         env = {**env, "DATABASE_URL": shop_url, "REPLICATE_API_TOKEN": token + "\n"}  # a secret mounted from a file
         outputs = [run(MATERIALIZE, env)]
         assert outputs[0].returncode == 0, outputs[0].stderr[-3000:]

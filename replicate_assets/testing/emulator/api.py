@@ -152,6 +152,7 @@ def model_answer(name: str, version: str | None) -> Answer:
     latest = {
         "id": spec.version or "openai-clip-" + "0" * 52,
         "created_at": "2024-01-01T00:00:00.000Z",
+        "cog_version": "0.9.4",
         "openapi_schema": {"info": {"title": "Cog"}},
     }
     if version is not None:
@@ -163,6 +164,12 @@ def model_answer(name: str, version: str | None) -> Answer:
         "name": model_name,
         "description": "CLIP ViT-L/14 embeddings (emulated)",
         "visibility": "public",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": 0,
+        "cover_image_url": None,
+        "default_example": None,
         "latest_version": latest,
     }
     return 200, body, {}
