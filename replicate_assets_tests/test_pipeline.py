@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import DAYS, TOKEN, definitions, make_resources, materialize_chain
 
+from replicate_assets.chain import CHAIN_KEYS
 from replicate_assets.db import Reports, connect, engine_for
 from replicate_assets.defs.resources import ReplicateResource
 from replicate_assets.testing.emulator import embedding_for
@@ -255,3 +256,28 @@ def test_bad_token_stops_the_run_with_a_clear_message(sqlite_url, image_server, 
     assert "REPLICATE_API_TOKEN" in message and "401" in message
     assert "r8_wrong_token" not in message and TOKEN not in message
     assert embeddings_by_image(sqlite_url) == {}
+
+
+@pytest.mark.parametrize("shop_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "resource, config", [("policy", {"chunk_size": 0}), ("replicate", {"max_in_flight": 0, "api_token": TOKEN})]
+)
+def test_a_run_config_outside_the_bounds_stops_the_run_before_any_work(
+    shop, resources, fresh_emulator, shop_url, resource, config
+):
+    """A zero (or an absurd number) in a run's config is refused when the run starts: the run fails naming the
+    field, and nothing was sent or stored (it never 'succeeds having done nothing')."""
+    defs = definitions()
+    assets = [defs.get_assets_def(key) for key in CHAIN_KEYS]
+    result = dg.materialize(
+        assets,
+        resources=resources,
+        partition_key=DAYS[0],
+        run_config={"resources": {resource: {"config": config}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "greater than or equal to 1" in str([e.event_specific_data for e in result.all_events]), config
+    assert fresh_emulator.creates() == []
+    with engine_for(shop_url).connect() as conn:
+        assert "clip_embedding_outcomes" not in sa.inspect(conn).get_table_names()  # not even a table was made
