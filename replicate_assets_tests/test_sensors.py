@@ -82,13 +82,13 @@ def test_new_images_sensor_follows_the_cursor_without_missing_or_repeating(sqlit
     assert sorted(ranges(second)) == sorted(
         [(day_of_image_1, day_of_image_1), ("2025-03-01", "2025-03-01"), ("2025-03-03", "2025-03-03")]
     )
-    assert json.loads(second.cursor) == {"updated_at": "2026-01-01T00:00:00", "id": 1001}
+    assert json.loads(second.cursor) == {"updated_at": "2026-01-01T00:00:00", "id": 1001, "future": {}}
     assert tick_new(sqlite_url, second.cursor).skip_reason is not None
 
 
 def test_images_outside_the_partitions_are_not_requested(sqlite_url, shop):
     cursor = tick_new(sqlite_url).cursor
-    add_image(sqlite_url, 1000, dt.datetime(2019, 1, 1), dt.datetime(2030, 1, 1))  # before PRODUCT_IMAGES_START_DATE
+    add_image(sqlite_url, 1000, dt.datetime(2019, 1, 1), dt.datetime(2026, 1, 1))  # before PRODUCT_IMAGES_START_DATE
     result = tick_new(sqlite_url, cursor)
     assert result.run_requests == [] and json.loads(result.cursor)["id"] == 1000
 
@@ -155,3 +155,38 @@ def test_permanent_failures_are_not_retried_until_their_row_changes(sqlite_url, 
     assert reports.days_needing_work("openai/clip", 3, 1, far_future)
     materialize_chain(resources, first=DAYS[0], last=DAYS[-1])
     assert {r.product_image_id for r in reports.failed_images()}.isdisjoint({dead[0]})
+
+
+def test_no_clock_can_blind_the_new_images_sensor(sqlite_url, shop, capfd):
+    """A row dated 12 h ahead (another server's clock, local time written as UTC) is embedded when seen, is not
+    taken again on every tick, is taken again when it changes, and hides no image added after it."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    first = tick_new(sqlite_url)
+    ahead = now + dt.timedelta(hours=12)
+    add_image(sqlite_url, 2000, dt.datetime(2025, 1, 16, 9), ahead)
+    seen = tick_new(sqlite_url, first.cursor)
+    logged = capfd.readouterr().err
+    assert ranges(seen) == [("2025-01-16", "2025-01-16")]  # processed when seen
+    cursor = json.loads(seen.cursor)
+    assert dt.datetime.fromisoformat(cursor["updated_at"]) <= now  # never past now
+    assert "1 product images are dated in the future" in logged and "time zone" in logged
+    quiet = tick_new(sqlite_url, seen.cursor)
+    assert quiet.skip_reason is not None  # not again on every tick
+
+    add_image(sqlite_url, 2001, dt.datetime(2025, 1, 17, 9), now)  # an image added after it
+    later = tick_new(sqlite_url, quiet.cursor)
+    assert ranges(later) == [("2025-01-17", "2025-01-17")]
+    with engine_for(sqlite_url).begin() as conn:  # the future row changes (still in the future)
+        conn.execute(
+            sa.text("UPDATE product_images SET updated_at = :u WHERE id = 2000"), {"u": ahead + dt.timedelta(hours=1)}
+        )
+    changed = tick_new(sqlite_url, later.cursor)
+    assert ranges(changed) == [("2025-01-16", "2025-01-16")]
+    assert tick_new(sqlite_url, changed.cursor).skip_reason is not None
+
+
+def test_a_cursor_of_the_previous_release_is_read():
+    from replicate_assets.defs.embeddings.sensors import ImagesCursor
+
+    old = ImagesCursor.load(json.dumps({"updated_at": "2025-01-17T10:00:00", "id": 10}))
+    assert old.after == (dt.datetime(2025, 1, 17, 10), 10) and old.future == {}

@@ -16,6 +16,11 @@ from replicate_assets.db.schema import FAILED, INDEXED, PENDING
 class Changes(Reports):
     """The sensors' view of one shop database: new or changed images, and days with images still to embed."""
 
+    def now(self) -> dt.datetime:
+        """The database's clock, as naive UTC (sessions are pinned to UTC): what the shop's rows are dated by."""
+        with self.engine.connect() as conn:
+            return as_instant(conn.execute(sa.select(sa.func.current_timestamp())).scalar())
+
     def changed_images(
         self, after: tuple[dt.datetime, int] | None, limit: int
     ) -> list[tuple[int, dt.datetime | None, dt.datetime]]:

@@ -160,7 +160,8 @@ def build_sample_shop(
     Half the paths are relative (Laravel's public storage), so IMAGE_BASE_URL must be the server's base URL.
     """
     rng = random.Random(seed)
-    today = today or dt.datetime.now(dt.UTC).date()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    today = today or now.date()
     create_shop_tables(engine, reset=True, timestamps=timestamps, foreign_keys=foreign_keys)
     tables = shop_metadata(timestamps).tables
     shop = SampleShop(first_day=today - dt.timedelta(days=days - 1), last_day=today)
@@ -169,6 +170,7 @@ def build_sample_shop(
     for product_id in range(1, products + 1):
         day = shop.first_day + dt.timedelta(days=rng.randrange(days))
         created = dt.datetime.combine(day, dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60)))
+        created = min(created, now)  # a shop's rows are never dated in the future
         stamp = laravel(created) if timestamps == "text" else created
         category = NAMES[product_id % len(NAMES)]
         shop.categories[product_id] = category

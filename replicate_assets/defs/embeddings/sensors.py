@@ -10,6 +10,7 @@ against asking twice: the new-images sensor by its cursor, the missing-embedding
 queued or running runs and requested backfills already cover.
 """
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from replicate_assets.defs.embeddings.assets import CHAIN
 from replicate_assets.defs.embeddings.checks import UNCOVERED_FIX, uncovered_images
 from replicate_assets.defs.resources import EmbeddingPolicy, ReplicateResource, ShopDatabase
 
+Row = tuple[int, dt.datetime | None, dt.datetime]  # an image's id, created_at, updated_at
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 ROWS_PER_TICK = 50_000
 IN_PROGRESS = [
@@ -33,6 +35,44 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+@dataclasses.dataclass
+class ImagesCursor:
+    """Where new_product_images_sensor is in product_images: the last (updated_at, id) it passed, never later than
+    the database's now, and the images dated in the future it already took (id -> updated_at), so they are not
+    taken again on every tick, but are when they change."""
+
+    after: tuple[dt.datetime, int] | None = None
+    future: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def load(cls, text: str | None) -> "ImagesCursor":
+        if not text:
+            return cls()
+        saved = json.loads(text)
+        after = (dt.datetime.fromisoformat(saved["updated_at"]), saved["id"]) if saved.get("updated_at") else None
+        return cls(after, {int(k): v for k, v in saved.get("future", {}).items()})
+
+    def dump(self) -> str:
+        stamp, last_id = self.after if self.after else (None, None)
+        return json.dumps({"updated_at": stamp.isoformat() if stamp else None, "id": last_id, "future": self.future})
+
+    def advance(self, rows: list[Row], now: dt.datetime) -> tuple[list[Row], list[Row]]:
+        """Move past `rows` (oldest first), but never past `now`: returns (rows to take, rows dated after now)."""
+        todo = [row for row in rows if self.future.get(row[0]) != row[2].isoformat()]
+        future = [row for row in rows if row[2] > now]
+        present = [row for row in rows if row[2] <= now]
+        if present:
+            self.after = (present[-1][2], present[-1][0])
+        passed = self.after[0] if self.after else None
+        self.future = {
+            image: stamp
+            for image, stamp in self.future.items()
+            if passed is None or dt.datetime.fromisoformat(stamp) > passed
+        }
+        self.future.update({row[0]: row[2].isoformat() for row in future})
+        return todo, [row for row in future if row in todo]
 
 
 def partition_ranges(days: Iterable[dt.date], partitions: dg.TimeWindowPartitionsDefinition) -> list[tuple[str, str]]:
@@ -104,16 +144,22 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
         "nothing).",
     )
     def new_product_images_sensor(context: dg.SensorEvaluationContext, shop: ShopDatabase) -> dg.SensorResult:
-        after = None
-        if context.cursor:
-            saved = json.loads(context.cursor)
-            after = (dt.datetime.fromisoformat(saved["updated_at"]), saved["id"])
-        rows = Changes(shop.schema()).changed_images(after, ROWS_PER_TICK)
-        if not rows:
-            return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed product images"))
-        last_id, _, last_updated = rows[-1]
-        cursor = json.dumps({"updated_at": last_updated.isoformat(), "id": last_id})
-        days = [created.date() if created else None for _, created, _ in rows]
+        changes = Changes(shop.schema())
+        cursor = ImagesCursor.load(context.cursor)
+        now = changes.now()
+        rows = changes.changed_images(cursor.after, ROWS_PER_TICK)
+        todo, future = cursor.advance(rows, now)
+        if future:
+            latest = max(updated for _, _, updated in future)
+            context.log.warning(
+                f"{len(future)} product images are dated in the future (latest updated_at {latest.isoformat(' ')} "
+                f"UTC, the database's clock says {now.isoformat(' ')}): they are embedded now and again when they "
+                "change; check the shop's clock and time zone (Laravel's APP_TIMEZONE and the database server's "
+                "time zone should both be UTC)"
+            )
+        if not todo:
+            return dg.SensorResult(skip_reason=dg.SkipReason("no new or changed product images"), cursor=cursor.dump())
+        days = [created.date() if created else None for _, created, _ in todo]
         ranges = partition_ranges((day for day in days if day), partitions)
         outside = sum(1 for day in days if day is None or not _inside(day, partitions))
         if outside:
@@ -121,9 +167,9 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
                 f"{outside} new or changed images fall on no partition (before PRODUCT_IMAGES_START_DATE, in the "
                 "future, or without created_at): `replicate-assets status` says which, and what to do"
             )
-        context.log.info(f"{len(rows)} new or changed images in {len(ranges)} range(s) of days")
+        context.log.info(f"{len(todo)} new or changed images in {len(ranges)} range(s) of days")
         requests = [backfill_request(ranges, partitions, "new images")] if ranges else []
-        return dg.SensorResult(run_requests=requests, cursor=cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 
     @dg.sensor(
         asset_selection=CHAIN,
