@@ -60,7 +60,11 @@ def resources_for(settings: Settings, environ: Mapping[str, str] = os.environ) -
             retry_delay_seconds=settings.retry_delay_seconds,
         ),
         "progress_log": ProgressLog(path=settings.embeddings_log),
-        "similarity": SimilarityOptions(k=settings.similar_products_k, index_folder=settings.similarity_index_dir),
+        "similarity": SimilarityOptions(
+            k=settings.similar_products_k,
+            index_folder=settings.similarity_index_dir,
+            max_lag_minutes=settings.similarity_max_lag_minutes,
+        ),
     }
 
 
@@ -73,8 +77,12 @@ def build_definitions(settings: Settings, environ: Mapping[str, str] = os.enviro
             *build_sensors(partitions),
             # Runs the similarity assets when new embeddings land (their automation conditions); starts stopped,
             # like every sensor here.
+            # Evaluated in the code location: the similarity assets' condition reads the instance (automation.py).
             dg.AutomationConditionSensorDefinition(
-                "similarity_automation", target=dg.AssetSelection.groups("similarity"), default_status=STOPPED
+                "similarity_automation",
+                target=dg.AssetSelection.groups("similarity"),
+                default_status=STOPPED,
+                use_user_code_server=True,
             ),
         ],
         # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of

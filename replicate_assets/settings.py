@@ -59,6 +59,9 @@ NUMBERS = {
         "seconds a prediction may take",
     ),
     "similar_products_k": Number("SIMILAR_PRODUCTS_K", 20, 1, 1_000, "products in each similarity list"),
+    "similarity_max_lag_minutes": Number(
+        "SIMILARITY_MAX_LAG_MINUTES", 60, 1, 100_000, "minutes the lists may lag behind the embeddings (WARN beyond)"
+    ),
     "search_queries_per_minute": Number(
         "SEARCH_QUERIES_PER_MINUTE", 30, 1, 100_000, "new (paid) search queries a minute"
     ),
@@ -88,6 +91,7 @@ class Settings:
     image_created_at_column: str = "created_at"
     image_updated_at_column: str = "updated_at"
     similar_products_k: int = NUMBERS["similar_products_k"].default
+    similarity_max_lag_minutes: int = NUMBERS["similarity_max_lag_minutes"].default
     similarity_index_dir: str = DEFAULT_INDEX_DIR
     search_api_key: str | None = None
     search_queries_per_minute: int = NUMBERS["search_queries_per_minute"].default

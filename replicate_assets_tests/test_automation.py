@@ -8,6 +8,7 @@ import pytest
 from conftest import DAYS, TODAY, definitions, make_resources, materialize_chain, similarity_run
 
 from replicate_assets.db import engine_for
+from replicate_assets.defs.resources import ShopDatabase
 from replicate_assets.defs.similarity import automation
 from replicate_assets.testing.sample_shop import build_sample_shop
 
@@ -71,8 +72,8 @@ def test_a_restart_or_missed_ticks_lose_nothing(setting, tmp_path):
 def test_a_failed_run_is_tried_again_after_a_pause_not_on_every_tick(setting, tmp_path, monkeypatch):
     resources, instance, defs = setting
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
-    broken = {**resources, "shop": resources["shop"].model_copy(update={"url": "sqlite:////nonexistent/x.db"})}
-    failed = similarity_run(broken, tmp_path, instance=instance)
+    elsewhere = {**resources, "shop": ShopDatabase(url=f"sqlite:///{tmp_path / 'moved' / 'shop.db'}")}
+    failed = similarity_run(elsewhere, tmp_path, instance=instance)  # the shop database has moved: it fails
     assert not failed.success
     assert evaluate(defs, instance).total_requested == 0  # it just failed: not again on the next tick
     monkeypatch.setattr(automation, "RETRY_SECONDS", 0.0)  # the pause has passed

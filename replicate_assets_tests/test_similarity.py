@@ -355,3 +355,36 @@ def test_messy_rows_in_product_embeddings_are_left_out_and_counted(sqlite_url, i
     with engine_for(sqlite_url).begin() as conn:  # the reference reads product_embeddings: without the messy rows
         conn.execute(sa.text(f"DELETE FROM product_embeddings WHERE product_image_id IN {tuple(messy)}"))
     assert_same_lists(stored(sqlite_url), reference(sqlite_url))
+
+
+def test_the_lag_check_says_how_far_the_lists_are_behind(shop_url, image_server, fresh_emulator, tmp_path):
+    """Embeddings newer than the lists are counted with their products and the oldest one's wait; beyond
+    SIMILARITY_MAX_LAG_MINUTES (60) the check WARNs with what to look at; once the lists run, nothing lags."""
+    build_sample_shop(engine_for(shop_url), image_server, products=12, days=3, today=TODAY)
+    resources = make_resources(shop_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
+
+    def lag():
+        result = similarity_run(resources, tmp_path, selection=())  # the checks alone, as the automation runs it
+        [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "similarity_lag"]
+        return check
+
+    with engine_for(shop_url).connect() as conn:
+        images, products = conn.execute(
+            sa.text("SELECT COUNT(*), COUNT(DISTINCT product_id) FROM product_embeddings")
+        ).one()
+    fresh = lag()  # embeddings just landed, no lists yet: behind, but not for long
+    assert fresh.passed and fresh.metadata["images_behind"].value == images
+    assert fresh.metadata["products_behind"].value == products
+    with engine_for(shop_url).begin() as conn:  # they have waited two hours
+        conn.execute(
+            sa.text("UPDATE product_embeddings SET updated_at = :t"),
+            {"t": dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=2)},
+        )
+    stale = lag()
+    assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN
+    assert 119 <= stale.metadata["oldest_lag_minutes"].value <= 125
+    assert "is the similarity_automation sensor running" in stale.description
+    assert similarity_run(resources, tmp_path).success
+    caught_up = lag()
+    assert caught_up.passed and caught_up.metadata["images_behind"].value == 0

@@ -14,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from replicate_assets.db.engine import in_transaction, pages, upsert_statement
-from replicate_assets.db.instants import precise_now
+from replicate_assets.db.instants import as_instant, precise_now
 from replicate_assets.db.schema import Schema
 from replicate_assets.similarity.neighbours import Images
 from replicate_assets.similarity.vectors import digest, from_bytes, normalised, parse, to_bytes
@@ -31,6 +31,15 @@ class Synced:
     removed: int  # images gone from product_embeddings
     model_changed: bool  # every vector was of another model: lists must be rebuilt
     skipped: int  # embeddings that are not vectors of the model's length, or have no direction (never searchable)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lag:
+    """How far the similarity lists are behind product_embeddings."""
+
+    images: int  # embeddings new or changed since the lists took them in, and images gone but still listed
+    products: int
+    oldest: dt.datetime | None  # product_embeddings.updated_at of the oldest such embedding (naive UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +124,29 @@ class VectorStore:
                 )
                 copied += len(rows)
         return Synced(copied, removed, model_changed, skipped)
+
+    def lag(self, model: str) -> Lag:
+        """What the lists have not taken in yet: embeddings not copied, copied but not listed, and removed images
+        still listed (read-only; two aggregate queries)."""
+        v, e = self.table, self.schema.embeddings
+        unlisted = sa.or_(
+            v.c.product_image_id.is_(None),
+            v.c.published_at.is_distinct_from(e.c.updated_at),
+            v.c.listed_at.is_(None),
+            v.c.listed_at != v.c.updated_at,
+        )
+        behind = (
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(e.c.product_id)), sa.func.min(e.c.updated_at))
+            .select_from(e.outerjoin(v, v.c.product_image_id == e.c.product_image_id))
+            .where(e.c.model == model, unlisted)
+        )
+        gone = sa.select(sa.func.count(), sa.func.count(sa.distinct(v.c.product_id)), sa.func.min(v.c.updated_at))
+        gone = gone.where(v.c.model == model, v.c.removed.is_(True))
+        with self.engine.connect() as conn:
+            images, products, oldest = conn.execute(behind).one()
+            gone_images, gone_products, gone_since = conn.execute(gone).one()
+        stamps = [as_instant(t) for t in (oldest, gone_since) if t is not None]
+        return Lag(images + gone_images, products + gone_products, min(stamps) if stamps else None)
 
     def catalogue(self, model: str) -> Catalogue:
         """Every vector of `model` whose product is live, and what changed since the lists were computed."""

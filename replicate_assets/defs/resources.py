@@ -38,10 +38,11 @@ class EmbeddingPolicy(dg.ConfigurableResource):
 
 
 class SimilarityOptions(dg.ConfigurableResource):
-    """How similar products and search work (SIMILAR_PRODUCTS_K, SIMILARITY_INDEX_DIR)."""
+    """How similar products and search work (SIMILAR_PRODUCTS_K, SIMILARITY_INDEX_DIR, SIMILARITY_MAX_LAG_MINUTES)."""
 
     k: int = NUMBERS["similar_products_k"].field()
     index_folder: str = DEFAULT_INDEX_DIR
+    max_lag_minutes: int = NUMBERS["similarity_max_lag_minutes"].field()
 
 
 class ProgressLog(dg.ConfigurableResource):

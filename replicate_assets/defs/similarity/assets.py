@@ -14,20 +14,11 @@ import dagster as dg
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.defs.embeddings.assets import fix_first
 from replicate_assets.defs.resources import ReplicateResource, ShopDatabase, SimilarityOptions
+from replicate_assets.defs.similarity.automation import WHEN_PARENT_DATA_IS_NEWER
 from replicate_assets.similarity.index import build, recall, slug
 from replicate_assets.similarity.update import update_similarities
 
 GROUP = "similarity"
-# Dagster's eager() never fires here: it waits until no parent partition is missing, and embedding_table has days
-# without images. Instead: a parent was updated (a day's embeddings landed, or the lists for the index) since this
-# asset was last requested or updated, and neither a parent nor this asset is running.
-WHEN_EMBEDDINGS_LAND = (
-    dg.AutomationCondition.any_deps_updated().since(
-        dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
-    )
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("when new embeddings land")
 
 
 class RebuildConfig(dg.Config):
@@ -39,7 +30,7 @@ class RebuildConfig(dg.Config):
     deps=["embedding_table"],
     group_name=GROUP,
     kinds={"sql", "python"},
-    automation_condition=WHEN_EMBEDDINGS_LAND,
+    automation_condition=WHEN_PARENT_DATA_IS_NEWER,
     description="Each product's top K similar products (its best pair of images against theirs; never itself, never "
     "a product showing the very same image, never a soft-deleted one) in product_similarities, and products "
     "sharing an image in product_duplicates. Updated incrementally as embeddings land.",
@@ -88,7 +79,7 @@ def product_similarities(
     deps=[product_similarities],
     group_name=GROUP,
     kinds={"python"},
-    automation_condition=WHEN_EMBEDDINGS_LAND,
+    automation_condition=WHEN_PARENT_DATA_IS_NEWER,
     description="The search index over every live image vector: exact search in memory up to 20,000 images; above, "
     "an inverted-file index (faiss, 8-bit vectors) written to SIMILARITY_INDEX_DIR, with its measured recall@10.",
 )

@@ -11,7 +11,9 @@ evaluation after any of those, and stops holding once a run has materialized the
   run that failed is tried again `RETRY_SECONDS` after it ended (not on every tick of a lasting failure).
 
 It is evaluated in the code location (`use_user_code_server=True` on the sensor), with `~in_progress()` and
-`~any_deps_in_progress()` beside it so nothing starts while a parent or the asset is running.
+`~any_deps_in_progress()` beside it so nothing starts while a parent or the asset is running, `~newly_requested()`
+so the tick after a request never asks again, and `any_deps_match(will_be_requested())` so the index runs in the
+same run as the lists it follows.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ class ParentDataNewer(dg.AutomationCondition):
         own = latest_materialization_id(instance, key)
         due = newest_parent > own and not waiting_on_a_run(instance, key, newest_parent)
         true_subset = context.candidate_subset if due else context.get_empty_subset()
-        return dg.AutomationResult(true_subset, context=context)
+        return dg.AutomationResult(context=context, true_subset=true_subset)
 
 
 WHEN_PARENT_DATA_IS_NEWER = (
-    ParentDataNewer() & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress()
+    (ParentDataNewer() | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()))
+    & ~dg.AutomationCondition.newly_requested()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
 ).with_label("when a parent's data is newer")

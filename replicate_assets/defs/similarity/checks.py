@@ -5,6 +5,7 @@ import dagster as dg
 import numpy as np
 import sqlalchemy as sa
 
+from replicate_assets.db import utcnow
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.defs.embeddings.assets import fix_first
 from replicate_assets.defs.resources import ReplicateResource, ShopDatabase, SimilarityOptions
@@ -89,4 +90,40 @@ def products_without_neighbours(shop: ShopDatabase, replicate: ReplicateResource
     )
 
 
-CHECKS = [similarity_index_recall, search_vectors, products_without_neighbours]
+@dg.asset_check(
+    asset="product_similarities",
+    description="How far the lists lag behind product_embeddings: images whose embedding is newer than the lists "
+    "(or that are gone but still listed), their products, and how long the oldest has waited. WARN beyond "
+    "SIMILARITY_MAX_LAG_MINUTES. Also evaluated every 15 minutes by the similarity_automation sensor, so a system "
+    "that has stopped catching up says so without a run of its own.",
+    automation_condition=dg.AutomationCondition.cron_tick_passed("*/15 * * * *"),
+)
+def similarity_lag(
+    shop: ShopDatabase, replicate: ReplicateResource, similarity: SimilarityOptions
+) -> dg.AssetCheckResult:
+    with fix_first():
+        schema, model = shop.schema(), replicate.spec.reference
+    schema.ensure_tables()
+    lag = VectorStore(schema).lag(model)  # before the first lists, every embedding waits
+    waited = (utcnow() - lag.oldest).total_seconds() / 60 if lag.oldest else 0.0
+    late = lag.images > 0 and waited > similarity.max_lag_minutes
+    return dg.AssetCheckResult(
+        passed=not late,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{lag.images} images of {lag.products} products have waited up to {waited:.0f} min for the lists "
+            f"(over {similarity.max_lag_minutes} min): is the similarity_automation sensor running, and do its runs "
+            "succeed?"
+        )
+        if late
+        else None,
+        metadata={
+            "images_behind": lag.images,
+            "products_behind": lag.products,
+            "oldest_lag_minutes": round(waited, 1),
+            "max_lag_minutes": similarity.max_lag_minutes,
+        },
+    )
+
+
+CHECKS = [similarity_index_recall, search_vectors, products_without_neighbours, similarity_lag]
