@@ -3,6 +3,8 @@ on the first evaluation after the sensor starts, after a restart, after missed t
 twice for the same data; never while a parent or they are running. Evaluated as the daemon's similarity_automation
 sensor evaluates them (`dg.evaluate_automation_conditions`), in every order."""
 
+import datetime as dt
+
 import dagster as dg
 import pytest
 from conftest import DAYS, TODAY, definitions, make_resources, materialize_chain, similarity_run
@@ -28,6 +30,7 @@ def evaluate(defs, instance, cursor=None):
 
 
 def requested(result) -> tuple[int, int]:
+    """Runs requested of the lists and of the index (the lag check's own 15-minute schedule aside)."""
     return result.get_num_requested(SIMILAR), result.get_num_requested(INDEX)
 
 
@@ -37,21 +40,21 @@ def test_embeddings_that_landed_before_the_sensor_started_are_caught_up(setting,
     first = evaluate(defs, instance)  # the sensor's very first tick, embeddings already there
     assert requested(first) == (1, 1)  # the lists, and the index after them in the same run
     again = evaluate(defs, instance, first.cursor)  # the next tick, before the requested run has started
-    assert again.total_requested == 0  # never twice for the same data
+    assert requested(again) == (0, 0)  # never twice for the same data
     assert similarity_run(resources, tmp_path, instance=instance).success
-    assert evaluate(defs, instance, again.cursor).total_requested == 0
+    assert requested(evaluate(defs, instance, again.cursor)) == (0, 0)
 
 
 def test_nothing_is_requested_before_embeddings_land_then_once_when_they_do(setting, tmp_path):
     resources, instance, defs = setting
     before = evaluate(defs, instance)
-    assert before.total_requested == 0
+    assert requested(before) == (0, 0)
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
     landed = evaluate(defs, instance, before.cursor)
     assert requested(landed) == (1, 1)
     assert similarity_run(resources, tmp_path, instance=instance).success
     quiet = evaluate(defs, instance, landed.cursor)
-    assert quiet.total_requested == 0
+    assert requested(quiet) == (0, 0)
     assert materialize_chain(resources, partition=DAYS[-1], instance=instance).success  # a day embedded again
     assert requested(evaluate(defs, instance, quiet.cursor)) == (1, 1)
 
@@ -62,7 +65,7 @@ def test_a_restart_or_missed_ticks_lose_nothing(setting, tmp_path):
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
     assert similarity_run(resources, tmp_path, instance=instance).success
     kept = evaluate(defs, instance)
-    assert kept.total_requested == 0  # lists newer than the embeddings: nothing to do
+    assert requested(kept) == (0, 0)  # lists newer than the embeddings: nothing to do
     assert materialize_chain(resources, partition=DAYS[0], instance=instance).success  # while the daemon is down
     assert materialize_chain(resources, partition=DAYS[1], instance=instance).success  # ticks missed
     assert requested(evaluate(defs, instance, kept.cursor)) == (1, 1)  # the cursor kept across the restart
@@ -75,7 +78,7 @@ def test_a_failed_run_is_tried_again_after_a_pause_not_on_every_tick(setting, tm
     elsewhere = {**resources, "shop": ShopDatabase(url=f"sqlite:///{tmp_path / 'moved' / 'shop.db'}")}
     failed = similarity_run(elsewhere, tmp_path, instance=instance)  # the shop database has moved: it fails
     assert not failed.success
-    assert evaluate(defs, instance).total_requested == 0  # it just failed: not again on the next tick
+    assert requested(evaluate(defs, instance)) == (0, 0)  # it just failed: not again on the next tick
     monkeypatch.setattr(automation, "RETRY_SECONDS", 0.0)  # the pause has passed
     assert requested(evaluate(defs, instance)) == (1, 1)
 
@@ -88,4 +91,21 @@ def test_nothing_starts_while_a_parent_runs(setting):
         asset_selection={dg.AssetKey("embedding_table")},
         tags={"dagster/partition": DAYS[0]},
     )
-    assert evaluate(defs, instance).total_requested == 0
+    assert requested(evaluate(defs, instance)) == (0, 0)
+
+
+def test_the_lag_check_is_run_every_15_minutes_by_the_automation_sensor(setting):
+    _, instance, defs = setting
+    lag = dg.AssetCheckKey(SIMILAR, "similarity_lag")
+    start = dg.evaluate_automation_conditions(
+        defs, instance, asset_selection=GROUP, evaluation_time=dt.datetime(2026, 12, 1, 10, 1, tzinfo=dt.UTC)
+    )
+    later = dg.evaluate_automation_conditions(
+        defs,
+        instance,
+        asset_selection=GROUP,
+        cursor=start.cursor,
+        evaluation_time=dt.datetime(2026, 12, 1, 10, 16, tzinfo=dt.UTC),
+    )
+    assert [r.true_subset.size for r in start.results if r.key == lag] == [0]
+    assert [r.true_subset.size for r in later.results if r.key == lag] == [1]  # a 15-minute tick passed

@@ -14,7 +14,7 @@ import dagster as dg
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import DAYS, TODAY, definitions, make_resources, materialize_chain, similarity_run
+from conftest import DAYS, TODAY, make_resources, materialize_chain, similarity_run
 
 from replicate_assets.db import connect, engine_for
 from replicate_assets.testing.sample_shop import build_sample_shop, png
@@ -293,31 +293,6 @@ def test_without_pgvector_the_metadata_says_why(shop_url, embedded, tmp_path):
     assert "pgvector extension is not installed" in reason or "has no vector index here" in reason
     with engine_for(shop_url).connect() as conn:
         assert "product_image_vectors" not in sa.inspect(conn).get_table_names()
-
-
-def test_new_embeddings_start_the_similarity_assets_through_their_automation(
-    sqlite_url, image_server, fresh_emulator, tmp_path
-):
-    """What the daemon's similarity_automation sensor evaluates: nothing before embeddings land, the similarity
-    assets once they do, nothing again until new ones land."""
-    build_sample_shop(engine_for(sqlite_url), image_server, products=12, days=3, today=TODAY)
-    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
-    instance = dg.DagsterInstance.ephemeral()
-    defs = definitions()
-    group = dg.AssetSelection.groups("similarity")
-    similar = dg.AssetKey("product_similarities")
-    before = dg.evaluate_automation_conditions(defs, instance, asset_selection=group)
-    assert before.get_num_requested(similar) == 0
-    assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
-    landed = dg.evaluate_automation_conditions(defs, instance, asset_selection=group, cursor=before.cursor)
-    assert landed.get_num_requested(similar) == 1
-    assert landed.get_num_requested(dg.AssetKey("similarity_index")) == 1  # in the same run, after the lists
-    assert similarity_run(resources, tmp_path, instance=instance).success
-    quiet = dg.evaluate_automation_conditions(defs, instance, asset_selection=group, cursor=landed.cursor)
-    assert quiet.total_requested == 0
-    assert materialize_chain(resources, partition=DAYS[-1], instance=instance).success  # a day embedded again
-    again = dg.evaluate_automation_conditions(defs, instance, asset_selection=group, cursor=quiet.cursor)
-    assert again.get_num_requested(similar) == 1
 
 
 def test_messy_rows_in_product_embeddings_are_left_out_and_counted(sqlite_url, image_server, fresh_emulator, tmp_path):
