@@ -7,18 +7,23 @@ repeated text or image query costs no prediction; bad input is a clear 4xx or on
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
 from conftest import (
+    DAYS,
     TODAY,
     creates,
     free_port,
+    make_resources,
+    materialize_chain,
     run,
     start_serve,
     stop,
@@ -26,7 +31,7 @@ from conftest import (
 
 from replicate_assets.db import connect, engine_for
 from replicate_assets.db.vectors import VectorStore
-from replicate_assets.testing.sample_shop import build_sample_shop
+from replicate_assets.testing.sample_shop import build_sample_shop, png
 
 TEXT = "red leather bag"
 
@@ -210,3 +215,59 @@ def test_searching_before_the_similarity_assets_ran_says_what_to_run_and_pays_no
     assert creates(fresh_emulator) == 0
     with engine_for(sqlite_url).connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) == {"products", "product_images"}  # nothing written
+
+
+def test_answers_are_true_now_deleted_products_are_gone_and_new_ones_answered(
+    shop_url, searchable, image_server, fresh_emulator
+):
+    """Between two runs of the similarity assets: a soft-deleted and a deleted product vanish from every answer
+    (their own list is a 404), and a product embedded after the lists were computed gets neighbours from the live
+    index, marked as such, never a false 'no embedded image'."""
+    shop, env = searchable
+    with engine_for(shop_url).connect() as conn:
+        listed = conn.execute(
+            sa.text("SELECT product_id, similar_product_id FROM product_similarities WHERE rank <= 2 ORDER BY 1, 2")
+        ).all()
+    asker, soft, gone = next((p, q, r) for (p, q), (p2, r) in zip(listed, listed[1:], strict=False) if p == p2)
+    with engine_for(shop_url).begin() as conn:
+        conn.execute(
+            sa.text("UPDATE products SET deleted_at = :t WHERE id = :p"), {"t": dt.datetime(2025, 2, 1), "p": soft}
+        )
+        for table, column in (
+            ("product_embeddings", "product_id"),
+            ("product_images", "product_id"),
+            ("products", "id"),
+        ):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} = :p"), {"p": gone})  # as the FKs cascade
+    like = json.loads(run(["replicate-assets", "search", "--like-product", str(asker), "--json"], env).stdout)
+    shown = {hit["product_id"] for hit in like["results"]}
+    assert not {soft, gone} & shown and len(shown) == 5 - 2  # its list of K=5, less the two gone
+    by_text = json.loads(run(["replicate-assets", "search", "--text", TEXT, "--limit", "40", "--json"], env).stdout)
+    assert not {soft, gone} & {hit["product_id"] for hit in by_text["results"]}
+    for product in (soft, gone):
+        refused = run(["replicate-assets", "search", "--like-product", str(product)], env)
+        assert refused.returncode == 1 and f"product {product} does not exist (or is deleted)" in refused.stderr
+
+    # A product embedded after the lists: it has rows in product_embeddings, and is answered from them.
+    new_id = 9000
+    image_server.images["late/0.png"] = png(9000, category="red leather bag")
+    with engine_for(shop_url).begin() as conn:
+        stamp = dt.datetime(2025, 1, 17, 12)
+        conn.execute(
+            sa.text("INSERT INTO products (id, name, created_at, updated_at) VALUES (:p, 'Late bag', :t, :t)"),
+            {"p": new_id, "t": stamp},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                "VALUES (9000, :p, :u, :t, :t)"
+            ),
+            {"p": new_id, "u": f"{image_server.base_url}/late/0.png", "t": stamp},
+        )
+    resources = make_resources(shop_url, image_server, fresh_emulator, Path(env["SIMILARITY_INDEX_DIR"]).parent)
+    assert materialize_chain(resources, partition=DAYS[-1]).success  # embedded; the similarity assets not run
+    late = run(["replicate-assets", "search", "--like-product", str(new_id), "--json"], env)
+    assert late.returncode == 0, late.stderr
+    hits = json.loads(late.stdout)["results"]
+    assert hits and all(hit["live"] for hit in hits) and new_id not in {hit["product_id"] for hit in hits}
+    assert shop.categories[hits[0]["product_id"]] == "red leather bag"  # it means what it shows
