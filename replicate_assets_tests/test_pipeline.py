@@ -206,6 +206,37 @@ def test_products_without_embeddings_check_fails_then_passes(sqlite_url, image_s
     assert evaluation.metadata["products_without_embeddings"].value == len(lost)
     assert evaluation.metadata["first_product_ids"].value == lost[:20]
     assert evaluation.metadata["products_without_images"].value == shop.products_without_images
+    # Every image of those products failed for a logged reason: a warning with the reasons, not a red ERROR.
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert "failed for a logged reason" in evaluation.description
+    assert evaluation.metadata["products_unexplained"].value == 0
+
+    # A product whose image nobody has looked at yet (never seen by product_images): a gap nothing explains.
+    with engine_for(sqlite_url).begin() as conn:
+        stamp = dt.datetime(2025, 1, 16, 12)
+        conn.execute(
+            sa.text("INSERT INTO products (id, name, created_at, updated_at) VALUES (800, 'x', :t, :t)"), {"t": stamp}
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                "VALUES (800, 800, 'a.png', :t, :t)"
+            ),
+            {"t": stamp},
+        )
+    defs = definitions()
+    table = [
+        defs.get_assets_def("embedding_table"),
+        *[c for c in defs.asset_checks if any(k.asset_key.path == ["embedding_table"] for k in c.check_keys)],
+    ]
+    unseen = check_evaluation(
+        materialize_chain(resources, first=DAYS[0], last=DAYS[-1], selection=table), "products_without_embeddings"
+    )
+    assert unseen.severity == dg.AssetCheckSeverity.ERROR and "no failure says why" in unseen.description
+    assert unseen.metadata["products_unexplained"].value == 1
+    with engine_for(sqlite_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM product_images WHERE id = 800"))
+        conn.execute(sa.text("DELETE FROM products WHERE id = 800"))
 
     # Fix the broken images: the next run embeds them and the check passes.
     for image_id in shop.broken:

@@ -76,6 +76,26 @@ class Reports:
                 found.setdefault(product_id, set()).update([day.date()] if day else [])
         return dict(sorted(found.items()))
 
+    def failed_products(self, products: list[int], window: Window, model: str) -> dict[int, list[str]]:
+        """Of `products`, those whose every image in the window failed (a known, logged reason), with the reasons."""
+        if not products or not self.ours_exist:
+            return {}
+        s, i, o = self.schema, self.schema.image, self.schema.outcomes
+        query = (
+            sa.select(i.product_id, o.c.status, o.c.error)
+            .select_from(s.images.outerjoin(o, sa.and_(o.c.product_image_id == i.id, o.c.model == model)))
+            .where(i.product_id.in_(products), *s.in_window(window))
+        )
+        reasons: dict[int, list[str]] = {}
+        unexplained: set[int] = set()
+        with self.engine.connect() as conn:
+            for product_id, status, error in conn.execute(query):
+                if status == FAILED and error:
+                    reasons.setdefault(product_id, []).append(error)
+                else:
+                    unexplained.add(product_id)
+        return {p: why for p, why in reasons.items() if p not in unexplained}
+
     def products_without_images(self) -> int:
         p, i = self.schema.products, self.schema.image
         query = sa.select(sa.func.count()).select_from(p).where(~sa.select(i.id).where(i.product_id == p.c.id).exists())

@@ -26,7 +26,9 @@ def checked_window(context: dg.AssetCheckExecutionContext) -> tuple[Window, str]
 @dg.asset_check(
     asset="embedding_table",
     description="Products that have images in the checked window but no embedding from the configured model "
-    "(the Laravel version's LEFT JOIN query), per partition; orphan images (no such product) are counted apart.",
+    "(the Laravel version's LEFT JOIN query), per partition; orphan images (no such product) are counted apart. "
+    "ERROR for a gap nothing explains (images pending or never seen); WARN when every image of those products "
+    "failed for a known, logged reason (a dead URL, an image the model cannot read): see `replicate-assets failed`.",
 )
 def products_without_embeddings(
     context: dg.AssetCheckExecutionContext, shop: ShopDatabase, replicate: ReplicateResource
@@ -36,12 +38,25 @@ def products_without_embeddings(
     missing = reports.products_without_embeddings(window, replicate.spec.reference)
     per_partition = Counter(day.isoformat() for days in missing.values() for day in days)
     orphans, first_orphans = reports.orphans(window)
+    explained = reports.failed_products(list(missing), window, replicate.spec.reference)
+    unexplained = [p for p in missing if p not in explained]
+    reasons = Counter(why for whys in explained.values() for why in whys).most_common(5)
+    if unexplained:
+        description = f"{len(unexplained)} products with images in {label} have no embedding and no failure says why"
+    elif explained:
+        description = (
+            f"{len(explained)} products with images in {label} have no embedding: each of their images failed for "
+            f"a logged reason ({'; '.join(why for why, _ in reasons[:2])}); `replicate-assets failed` lists them"
+        )
     return dg.AssetCheckResult(
         passed=not missing,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{len(missing)} products with images in {label} have no embedding" if missing else None,
+        severity=dg.AssetCheckSeverity.ERROR if unexplained else dg.AssetCheckSeverity.WARN,
+        description=description if missing else None,
         metadata={
             "products_without_embeddings": len(missing),
+            "products_with_failures_explained": len(explained),
+            "products_unexplained": len(unexplained),
+            "failure_reasons": dg.MetadataValue.json(dict(reasons)),
             "first_product_ids": dg.MetadataValue.json(list(missing)[:FIRST_IDS]),
             "per_partition": dg.MetadataValue.json(dict(sorted(per_partition.items()))),
             "products_without_images": reports.products_without_images(),
