@@ -463,7 +463,7 @@ def case_backfill(scale: float, state: dict) -> list[dict]:
         first, last = build_shop(shop_url, 730, 365)
         home = work / "home"
         home.mkdir()
-        (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+        (home / "dagster.yaml").write_text((PROJECT / "deploy" / "dagster.yaml").read_text())
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
@@ -528,7 +528,7 @@ def case_resume(scale: float, state: dict) -> list[dict]:
         shop_url = f"sqlite:///{work / 'shop.db'}"
         home = work / "home"
         home.mkdir()
-        (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
+        (home / "dagster.yaml").write_text((PROJECT / "deploy" / "dagster.yaml").read_text())
         latency = 1.0 / scale
         with Servers(latency=latency, jitter=latency / 2, creates_per_minute=600 * scale, log_requests=True) as s:
             first, last = build_shop(shop_url, images, 3, prefix=f"resume-{fraction}-")

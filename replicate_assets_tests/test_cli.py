@@ -145,8 +145,11 @@ def test_failed_lists_reasons_and_retry_failed_reruns_their_days(
     # The dead URL comes back: retry-failed --run embeds it through a real Dagster run.
     dead = next(i for i, why in sample.broken.items() if why == "dead URL (404)")
     image_server.images["products/5/missing.png"] = b"now it exists"
+    listed_only = run(["replicate-assets", "retry-failed"], env)  # as a user would: look first, then run
+    assert listed_only.returncode == 0 and "run those commands, pass --run" in listed_only.stdout
     retried = run(["replicate-assets", "retry-failed", "--run"], env)
     assert retried.returncode == 0, retried.stderr[-2000:]
+    assert "1 day(s) hold failed or pending images" in retried.stdout  # the images the first call made pending
     assert "dagster asset materialize" in retried.stdout
     assert dead in embedded_images(sqlite_url)
     del image_server.images["products/5/missing.png"]

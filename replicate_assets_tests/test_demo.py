@@ -4,9 +4,11 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
+import requests
 import sqlalchemy as sa
 
 from replicate_assets.db import engine_for
@@ -49,7 +51,7 @@ def test_demo_embeds_every_product_with_a_good_image(tmp_path):
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
     # The demo's partitions start at its first day: the UI shows its 4 days, not every day since 2024.
     first_day = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
-    assert f"PRODUCT_IMAGES_START_DATE={first_day} dagster dev -w workspace.yaml" in result.stdout
+    assert f"PRODUCT_IMAGES_START_DATE={first_day} .venv/bin/dagster dev -w workspace.yaml" in result.stdout
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         assert len(instance.get_materialized_partitions(dg.AssetKey("embedding_table"))) == 4
     # It ends with what the shop's pages would show, and it means something (the emulator's stand-in semantics):
@@ -58,5 +60,34 @@ def test_demo_embeds_every_product_with_a_good_image(tmp_path):
     category = after_similar.split(")")[0]
     neighbours = after_similar.split("\n")[1:6]
     assert len(neighbours) == 5 and all(category.capitalize() in line for line in neighbours), neighbours
-    found = result.stdout.split('Products for the words "red bag"')[1].split("\n")[1:6]
+    found = result.stdout.split('Products for the words "red leather bag"')[1].split("\n")[1:6]
     assert len(found) == 5 and all("Red leather bag" in line for line in found), found
+
+    # The search command it prints works as printed, after the demo (its emulator gone: the query is cached).
+    lines = result.stdout.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.startswith("Search it over HTTP"))
+    assignments = lines[at + 1].strip().removesuffix(" .venv/bin/replicate-assets serve")
+    url = lines[at + 2].strip().removeprefix("curl '").rstrip("'")
+    served_env = {**env, **dict(a.split("=", 1) for a in assignments.split())}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("replicate-assets")), "serve"],
+        cwd=tmp_path,
+        env=served_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        answer = None
+        for _ in range(120):
+            try:
+                answer = requests.get(url, timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.25)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        body = answer.json()
+        assert body["cached"] is True and len(body["results"]) == 3
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)

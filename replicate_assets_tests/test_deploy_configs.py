@@ -14,8 +14,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "name, launcher",
     [
-        ("dagster.yaml", None),
-        ("dagster.postgres.yaml", None),
+        ("deploy/dagster.yaml", None),
+        ("deploy/dagster.postgres.yaml", None),
         ("deploy/dagster.k8s.yaml", "K8sRunLauncher"),
         ("deploy/dagster.docker.yaml", "DockerRunLauncher"),
     ],
@@ -42,3 +42,7 @@ def test_helm_values_declare_replicas_and_the_secret():
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["replicaCount"] > 1 and deployment["dagsterApiGrpcArgs"] == ["-m", "replicate_assets"]
     assert deployment["envSecrets"] == [{"name": "replicate-api-token"}]
+
+
+def test_the_instance_the_demo_writes_is_the_one_the_readme_copies():
+    assert (PROJECT / "deploy/dagster.yaml").read_text() == (PROJECT / "replicate_assets/instance.yaml").read_text()

@@ -64,7 +64,9 @@ def test_kill_9_then_rerun_pays_each_image_once_and_frees_the_pool(
     env, sqlite_url, image_server, fresh_emulator, tmp_path
 ):
     shop = build_sample_shop(engine_for(sqlite_url), image_server, products=60, days=3, today=TODAY)
-    (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())  # pool limit 1
+    (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text(
+        (PROJECT / "deploy" / "dagster.yaml").read_text()
+    )  # pool limit 1
     fresh_emulator.latency = 0.4  # predictions in flight at the kill
     env = {**env, "REPLICATE_CHUNK_SIZE": "10", "REPLICATE_MAX_IN_FLIGHT": "6"}
     process = start(env, tmp_path / "first.log")

@@ -66,12 +66,12 @@ def server(request, image_server, emulator, tmp_path_factory):
     databases = []
     if request.param == "sqlite":
         shop_url = f"sqlite:///{home / 'shop.db'}"
-        shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     else:
         instance_url = server_database("postgresql")
         shop_url = server_database("mariadb")
         databases = [instance_url, shop_url]
-        shutil.copy(PROJECT / "dagster.postgres.yaml", home / "dagster.yaml")
+        shutil.copy(PROJECT / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
         env.update(
             DAGSTER_PG_HOST="127.0.0.1",
             DAGSTER_PG_USERNAME="postgres",

@@ -70,7 +70,7 @@ def retry_failed(args: argparse.Namespace) -> int:
     days = OutcomeStore(shop(settings)).reset_failures(model_spec(settings.replicate_model).reference)
     today = dt.datetime.now(dt.UTC).date()
     ranges = day_ranges(days, dt.date.fromisoformat(settings.start_date), today + dt.timedelta(days=1))
-    print(f"{len(days)} day(s) hold failed images; they are pending again")
+    print(f"{len(days)} day(s) hold failed or pending images; the failed ones are pending again")
     for first, last in ranges:
         command = materialize_command(first, last)
         print("  " + shell_line(command))

@@ -25,6 +25,9 @@ def instance_yaml() -> str:
     return resources.files("replicate_assets").joinpath("instance.yaml").read_text()
 
 
+DEMO_QUERY = "http://127.0.0.1:8000/search?text=red+leather+bag&limit=3"  # cached by the demo: answered offline
+
+
 def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float = 0.05, serve: bool = False) -> int:
     """Build the sample shop in `workdir`, embed it through `dagster asset materialize`, print the status."""
     from replicate_assets.testing.emulator import Emulator
@@ -81,9 +84,13 @@ def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float 
         return result.returncode
     if not serve:
         print(
-            f"See it in the Dagster UI: DAGSTER_HOME={dagster_home} PRODUCT_IMAGES_START_DATE={shop.first_day} "
-            "dagster dev -w workspace.yaml"
+            f"See it in the Dagster UI: DAGSTER_HOME={dagster_home.resolve()} "
+            f"PRODUCT_IMAGES_START_DATE={shop.first_day} .venv/bin/dagster dev -w workspace.yaml"
         )
+        where = f"DATABASE_URL={env['DATABASE_URL']} SIMILARITY_INDEX_DIR={env['SIMILARITY_INDEX_DIR']}"
+        print("Search it over HTTP (the server in one terminal, the query in another):")
+        print(f"  {where} .venv/bin/replicate-assets serve")
+        print(f"  curl '{DEMO_QUERY}'")
     return 0
 
 
@@ -97,8 +104,8 @@ def show_search(env: dict[str, str], shop) -> None:
     print(f"Products similar to #{product} ({name}):  replicate-assets search --like-product {product}")
     for hit in searcher.like_product(product, 5).hits:
         print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
-    print('Products for the words "red bag":  replicate-assets search --text "red bag"')
-    for hit in searcher.query("text", "red bag", 5).hits:
+    print('Products for the words "red leather bag":  replicate-assets search --text "red leather bag"')
+    for hit in searcher.query("text", "red leather bag", 5).hits:
         print(f"  {hit.score:.3f}  #{hit.product_id:<5} {hit.name}")
     print("(the emulator's vectors stand in for CLIP: images of one category, and the words that name it, are near)")
     print()

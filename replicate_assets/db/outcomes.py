@@ -185,16 +185,19 @@ class OutcomeStore:
         )
 
     def reset_failures(self, model: str) -> list[dt.date]:
-        """Make failed images of `model` that have a URL retryable again (attempts 0); returns their days."""
+        """Make failed images of `model` that have a URL retryable again (attempts 0); returns their days, with the
+        days of images already pending (made retryable before, not yet run)."""
         self.schema.ensure_tables()
         o, i = self.table, self.schema.image
         retryable = sa.and_(o.c.model == model, o.c.status == FAILED, o.c.image_url.is_not(None))
+        pending = sa.and_(o.c.model == model, o.c.status == PENDING)
 
         def work(conn: sa.Connection) -> list[dt.date]:
             found = sa.select(self.schema.raw(i.created_at)).select_from(
                 o.join(self.schema.images, i.id == o.c.product_image_id)
             )
-            days = {as_instant(row[0]).date() for row in conn.execute(found.where(retryable)) if as_instant(row[0])}
+            rows = conn.execute(found.where(sa.or_(retryable, pending)))
+            days = {as_instant(row[0]).date() for row in rows if as_instant(row[0])}
             conn.execute(
                 sa.update(o)
                 .where(retryable)

@@ -174,7 +174,10 @@ class Searcher:
             return Answer(self._hits(ranked, limit), True, (time.perf_counter() - started) * 1000)
         vectors = self._vectors_of(product_id)
         if vectors is None:
-            raise NoSuchProduct(f"product {product_id} has no embedded image yet: its images are still to be embedded")
+            raise NoSuchProduct(
+                f"product {product_id} has no embedded image: none of its images has an embedding yet "
+                "(`replicate-assets failed` lists those that failed, with the reason)"
+            )
         found: dict[int, Hit] = {}
         for vector in vectors:
             for hit in self.by_vector(vector, limit, min_score, skip=product_id):
