@@ -154,3 +154,25 @@ def test_a_malformed_token_stops_the_run_without_a_retry_or_showing_it(env, sqli
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "REPLICATE_API_TOKEN holds spaces, line breaks" in output
     assert "SECRETPART" not in output and "STEP_UP_FOR_RETRY" not in output
+
+
+def test_the_token_never_reaches_logs_metadata_errors_or_disk(env, sqlite_url, image_server, fresh_emulator, tmp_path):
+    secret = f"r8_{uuid.uuid4().hex}"  # made here, so no source file holds it
+    fresh_emulator.token = secret
+    try:
+        build_sample_shop(engine_for(sqlite_url), image_server, products=20, days=3, today=TODAY)
+        env = {**env, "REPLICATE_API_TOKEN": secret}
+        outputs = [run(MATERIALIZE, env)]
+        assert outputs[0].returncode == 0, outputs[0].stderr[-2000:]
+        fresh_emulator.set_faults(Faults(unauthorized=True))  # a failing run: its error and its stack trace
+        outputs.append(run(MATERIALIZE, env))
+        assert outputs[1].returncode != 0
+        fresh_emulator.set_faults(Faults(server_error=1.0))
+        outputs.append(run(["replicate-assets", "test-connection"], env))
+        outputs.append(run(["replicate-assets", "status"], env))
+    finally:
+        fresh_emulator.token = "r8_test_token_0123456789"
+    leaks = [" ".join(o.args) for o in outputs if secret in o.stdout + o.stderr]
+    written = files_holding([secret], tmp_path)
+    assert not leaks and not written, (leaks, written)
+    assert len(list(tmp_path.rglob("*.db"))) >= 2  # the shop and Dagster's own storage were searched
