@@ -74,15 +74,15 @@ def build_definitions(settings: Settings, environ: Mapping[str, str] = os.enviro
         assets=[*build_assets(partitions, settings.retry_delay_seconds), *SIMILARITY_ASSETS],
         asset_checks=[*build_checks(partitions), *SIMILARITY_CHECKS],
         sensors=[
-            *build_sensors(partitions),
-            # Runs the similarity assets when new embeddings land (their automation conditions); starts stopped,
-            # like every sensor here.
-            # Evaluated in the code location: the similarity assets' condition reads the instance (automation.py).
+            *build_sensors(partitions, settings.sensor_interval_seconds),
+            # Runs the similarity assets when a parent's data is newer (their automation conditions); starts
+            # stopped, like every sensor here. Evaluated in the code location: the condition reads the instance.
             dg.AutomationConditionSensorDefinition(
                 "similarity_automation",
                 target=dg.AssetSelection.groups("similarity"),
                 default_status=STOPPED,
                 use_user_code_server=True,
+                minimum_interval_seconds=max(settings.sensor_interval_seconds // 2, 1),
             ),
         ],
         # The chain runs one step after another: a process per step (Dagster's default) only adds ~2 s of

@@ -58,6 +58,13 @@ NUMBERS = {
         1_800,
         "seconds a prediction may take",
     ),
+    "sensor_interval_seconds": Number(
+        "SENSOR_INTERVAL_SECONDS",
+        60,
+        5,
+        3_600,
+        "seconds between new-image ticks (missing: 5x; automation: 1/2)",
+    ),
     "similar_products_k": Number("SIMILAR_PRODUCTS_K", 20, 1, 1_000, "products in each similarity list"),
     "similarity_max_lag_minutes": Number(
         "SIMILARITY_MAX_LAG_MINUTES", 60, 1, 100_000, "minutes the lists may lag behind the embeddings (WARN beyond)"
@@ -91,6 +98,7 @@ class Settings:
     image_created_at_column: str = "created_at"
     image_updated_at_column: str = "updated_at"
     similar_products_k: int = NUMBERS["similar_products_k"].default
+    sensor_interval_seconds: int = NUMBERS["sensor_interval_seconds"].default
     similarity_max_lag_minutes: int = NUMBERS["similarity_max_lag_minutes"].default
     similarity_index_dir: str = DEFAULT_INDEX_DIR
     search_api_key: str | None = None

@@ -126,8 +126,8 @@ class VectorStore:
         return Synced(copied, removed, model_changed, skipped)
 
     def lag(self, model: str) -> Lag:
-        """What the lists have not taken in yet: embeddings not copied, copied but not listed, and removed images
-        still listed (read-only; two aggregate queries)."""
+        """What the lists have not taken in yet: embeddings of live products not copied, copied but not listed, and
+        removed images still listed (read-only; two aggregate queries)."""
         v, e = self.table, self.schema.embeddings
         unlisted = sa.or_(
             v.c.product_image_id.is_(None),
@@ -135,11 +135,16 @@ class VectorStore:
             v.c.listed_at.is_(None),
             v.c.listed_at != v.c.updated_at,
         )
+        p = self.schema.products
         behind = (
             sa.select(sa.func.count(), sa.func.count(sa.distinct(e.c.product_id)), sa.func.min(e.c.updated_at))
-            .select_from(e.outerjoin(v, v.c.product_image_id == e.c.product_image_id))
+            .select_from(
+                e.join(p, p.c.id == e.c.product_id).outerjoin(v, v.c.product_image_id == e.c.product_image_id)
+            )
             .where(e.c.model == model, unlisted)
         )
+        if self.schema.has_deleted_at:  # a soft-deleted product's images are never listed: nothing to wait for
+            behind = behind.where(p.c.deleted_at.is_(None))
         gone = sa.select(sa.func.count(), sa.func.count(sa.distinct(v.c.product_id)), sa.func.min(v.c.updated_at))
         gone = gone.where(v.c.model == model, v.c.removed.is_(True))
         with self.engine.connect() as conn:

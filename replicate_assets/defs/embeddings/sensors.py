@@ -132,12 +132,12 @@ def partitions_in_flight(context: dg.SensorEvaluationContext, partitions: dg.Par
     return keys
 
 
-def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.SensorDefinition]:
-    """The two sensors over `partitions`."""
+def build_sensors(partitions: dg.TimeWindowPartitionsDefinition, interval: int = 60) -> list[dg.SensorDefinition]:
+    """The two sensors over `partitions`: new images every `interval` seconds, missing embeddings every 5x."""
 
     @dg.sensor(
         asset_selection=CHAIN,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Embeds new and changed product images: follows product_images by (updated_at, id) and runs "
         "the chain over the days they fall in. Its first tick covers the whole catalogue (embedded images cost "
@@ -173,9 +173,10 @@ def build_sensors(partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.Sens
 
     @dg.sensor(
         asset_selection=CHAIN,
-        minimum_interval_seconds=300,
+        minimum_interval_seconds=interval * 5,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Every 5 minutes, runs the chain over the days whose images still lack an embedding (old "
+        description="Every 5 ticks of SENSOR_INTERVAL_SECONDS (5 minutes by default), runs the chain over the days "
+        "whose images still lack an embedding (old "
         "imports, failed runs, retries that are due), never twice while a run for them is in flight.",
     )
     def missing_embeddings_sensor(
