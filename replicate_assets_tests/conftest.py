@@ -393,21 +393,27 @@ def env(sqlite_url, image_server, fresh_emulator, tmp_path):
 def searchable(shop_url, image_server, fresh_emulator, tmp_path):
     """A shop whose images are embedded and whose similarity lists and index are built; the environment a user
     would export to search it."""
-    shop = build_sample_shop(engine_for(shop_url), image_server, products=40, days=3, today=TODAY)
-    resources = make_resources(shop_url, image_server, fresh_emulator, tmp_path)
+    return make_searchable(shop_url, image_server, fresh_emulator, tmp_path)
+
+
+def make_searchable(url: str, image_server, emulator, tmp_path: Path, products: int = 40) -> tuple[SampleShop, dict]:
+    """Build a sample shop at `url`, embed it and build its lists and index: (the shop, the environment to search
+    it with, the emulator's request log emptied)."""
+    shop = build_sample_shop(engine_for(url), image_server, products=products, days=3, today=TODAY)
+    resources = make_resources(url, image_server, emulator, tmp_path)
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
     assert similarity_run(resources, tmp_path).success
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "SEARCH_"))}
     env.update(
-        DATABASE_URL=shop_url,
+        DATABASE_URL=url,
         IMAGE_BASE_URL=image_server.base_url,
         REPLICATE_API_TOKEN=TOKEN,
-        REPLICATE_BASE_URL=fresh_emulator.base_url,
+        REPLICATE_BASE_URL=emulator.base_url,
         SIMILARITY_INDEX_DIR=str(tmp_path / "index"),
     )
-    with fresh_emulator.lock:
-        fresh_emulator.requests.clear()
-        fresh_emulator.create_requests = 0
+    with emulator.lock:
+        emulator.requests.clear()
+        emulator.create_requests = 0
     return shop, env
 
 

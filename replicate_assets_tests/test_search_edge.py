@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from conftest import TOKEN, creates, drop_server_database, run, server_database, start_serve, stop
+from conftest import creates, drop_server_database, make_searchable, run, server_database, start_serve, stop
 from test_search import TEXT
 
 from replicate_assets.api.app import loopback
@@ -121,11 +121,9 @@ def test_an_image_the_model_cannot_load_is_a_422_in_words_with_no_secret(
 
 
 @pytest.mark.postgres
-def test_a_shop_database_gone_is_a_503_with_retry_after_and_health_says_so(
-    image_server, fresh_emulator, tmp_path, request
-):
+def test_a_shop_database_gone_is_a_503_with_retry_after_and_health_says_so(image_server, fresh_emulator, tmp_path):
     url = server_database("postgresql")
-    env = request.getfixturevalue("searchable_on")(url)
+    _, env = make_searchable(url, image_server, fresh_emulator, tmp_path, products=20)
     server, base, health = start_serve(env)
     dropped = False
     try:
@@ -144,33 +142,6 @@ def test_a_shop_database_gone_is_a_503_with_retry_after_and_health_says_so(
         if not dropped:
             drop_server_database(url)
     assert "Traceback" not in out + err
-
-
-@pytest.fixture
-def searchable_on(image_server, fresh_emulator, tmp_path):
-    """Build a searchable shop at a given database URL: returns the environment to search it."""
-    import os
-
-    from conftest import DAYS, TODAY, make_resources, materialize_chain, similarity_run
-
-    from replicate_assets.db import engine_for
-    from replicate_assets.testing.sample_shop import build_sample_shop
-
-    def make(url: str) -> dict:
-        build_sample_shop(engine_for(url), image_server, products=20, days=3, today=TODAY)
-        resources = make_resources(url, image_server, fresh_emulator, tmp_path)
-        assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
-        assert similarity_run(resources, tmp_path).success
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "SEARCH_"))}
-        env.update(
-            DATABASE_URL=url,
-            REPLICATE_API_TOKEN=TOKEN,
-            REPLICATE_BASE_URL=fresh_emulator.base_url,
-            SIMILARITY_INDEX_DIR=str(tmp_path / "index"),
-        )
-        return env
-
-    return make
 
 
 @pytest.mark.parametrize("shop_url", ["sqlite"], indirect=True)

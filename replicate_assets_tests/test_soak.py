@@ -30,6 +30,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from replicate_assets.db import connect, engine_for
 from replicate_assets.db.vectors import VectorStore
+from replicate_assets.defs.embeddings.sensors import IN_PROGRESS
 from replicate_assets.similarity.search import Searcher
 from replicate_assets.similarity.update import update_similarities
 from replicate_assets.testing.emulator import Faults
@@ -37,13 +38,6 @@ from replicate_assets.testing.sample_shop import build_sample_shop, png
 
 MODEL = "openai/clip"
 QUIET_SECONDS = 240
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 class Shop:

@@ -138,9 +138,7 @@ class VectorStore:
         p = self.schema.products
         behind = (
             sa.select(sa.func.count(), sa.func.count(sa.distinct(e.c.product_id)), sa.func.min(e.c.updated_at))
-            .select_from(
-                e.join(p, p.c.id == e.c.product_id).outerjoin(v, v.c.product_image_id == e.c.product_image_id)
-            )
+            .select_from(e.join(p, p.c.id == e.c.product_id).outerjoin(v, v.c.product_image_id == e.c.product_image_id))
             .where(e.c.model == model, unlisted)
         )
         if self.schema.has_deleted_at:  # a soft-deleted product's images are never listed: nothing to wait for
