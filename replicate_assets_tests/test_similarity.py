@@ -176,7 +176,12 @@ def test_the_checks_fail_on_bad_data_and_pass_on_good(sqlite_url, image_server, 
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
     good = similarity_run(resources, tmp_path)
     verdicts = {e.check_name: e.passed for e in good.get_asset_check_evaluations()}
-    assert verdicts == {"similarity_index_recall": True, "search_vectors": True, "products_without_neighbours": True}
+    assert verdicts == {
+        "similarity_index_recall": True,
+        "search_vectors": True,
+        "products_without_neighbours": True,
+        "similarity_lag": True,
+    }
     schema = connect(sqlite_url)
     with schema.engine.begin() as conn:  # a vector that is not unit length, and a product whose list is lost
         conn.execute(
