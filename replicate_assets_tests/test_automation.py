@@ -30,7 +30,7 @@ def evaluate(defs, instance, cursor=None):
 
 
 def requested(result) -> tuple[int, int]:
-    """Runs requested of the lists and of the index (the lag check's own 15-minute schedule aside)."""
+    """Runs requested of the lists and of the index (the lag check's own hourly schedule aside)."""
     return result.get_num_requested(SIMILAR), result.get_num_requested(INDEX)
 
 
@@ -94,7 +94,7 @@ def test_nothing_starts_while_a_parent_runs(setting):
     assert requested(evaluate(defs, instance)) == (0, 0)
 
 
-def test_the_lag_check_is_run_every_15_minutes_by_the_automation_sensor(setting):
+def test_the_lag_check_is_run_every_hour_by_the_automation_sensor(setting):
     _, instance, defs = setting
     lag = dg.AssetCheckKey(SIMILAR, "similarity_lag")
     start = dg.evaluate_automation_conditions(
@@ -105,7 +105,7 @@ def test_the_lag_check_is_run_every_15_minutes_by_the_automation_sensor(setting)
         instance,
         asset_selection=GROUP,
         cursor=start.cursor,
-        evaluation_time=dt.datetime(2026, 12, 1, 10, 16, tzinfo=dt.UTC),
+        evaluation_time=dt.datetime(2026, 12, 1, 11, 1, tzinfo=dt.UTC),
     )
     assert [r.true_subset.size for r in start.results if r.key == lag] == [0]
-    assert [r.true_subset.size for r in later.results if r.key == lag] == [1]  # a 15-minute tick passed
+    assert [r.true_subset.size for r in later.results if r.key == lag] == [1]  # an hourly tick passed

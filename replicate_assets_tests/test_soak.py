@@ -212,7 +212,7 @@ def wait_until_quiet(shop: Shop, env: dict, daemon: Daemon) -> float:
 
 def lag_check_passed(env: dict) -> bool:
     """The latest similarity_lag result the daemon's runs recorded in the instance (what the UI shows); a check run
-    only planned (queued by its 15-minute schedule) is not a result yet."""
+    only planned (queued by its hourly schedule) is not a result yet."""
     key = dg.AssetCheckKey(dg.AssetKey("product_similarities"), "similarity_lag")
     done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:

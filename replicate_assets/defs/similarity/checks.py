@@ -94,9 +94,9 @@ def products_without_neighbours(shop: ShopDatabase, replicate: ReplicateResource
     asset="product_similarities",
     description="How far the lists lag behind product_embeddings: images whose embedding is newer than the lists "
     "(or that are gone but still listed), their products, and how long the oldest has waited. WARN beyond "
-    "SIMILARITY_MAX_LAG_MINUTES. Also evaluated every 15 minutes by the similarity_automation sensor, so a system "
+    "SIMILARITY_MAX_LAG_MINUTES. Also evaluated every hour by the similarity_automation sensor, so a system "
     "that has stopped catching up says so without a run of its own.",
-    automation_condition=dg.AutomationCondition.cron_tick_passed("*/15 * * * *"),
+    automation_condition=dg.AutomationCondition.cron_tick_passed("0 * * * *"),
 )
 def similarity_lag(
     shop: ShopDatabase, replicate: ReplicateResource, similarity: SimilarityOptions
