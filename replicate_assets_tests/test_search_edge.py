@@ -179,16 +179,20 @@ def test_a_bounded_load_of_mixed_requests_has_no_5xx_and_pays_each_query_once(se
             answer = ask(base, item[0], **item[1])
             return answer, (time.perf_counter() - started) * 1000
 
+        began = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             done = list(pool.map(timed, plan))
+        elapsed = time.monotonic() - began
         statuses = [a.status_code for a, _ in done]
         assert not [s for s in statuses if s >= 500], sorted(set(statuses))
         answered = {a.json()["query"]["text"] for a, _ in done if a.status_code == 200 and "text" in a.json()["query"]}
         paid_now = creates(fresh_emulator) - before
-        assert paid_now == len(answered - {TEXT}) <= 20  # each distinct new query paid once, within the cap
-        assert statuses.count(429) > 0  # the cap was reached, and said so
+        assert paid_now == len(answered - {TEXT})  # each distinct new query answered was paid once
+        assert paid_now <= 20 + elapsed / 3 + 1  # within the cap: 20 at once, then one every 3 s
+        if elapsed < 25:  # 30 distinct queries could not all be paid for within the cap
+            assert statuses.count(429) > 0
         times = sorted(ms for _, ms in done)
         p50, p99 = statistics.median(times), times[int(len(times) * 0.99) - 1]
-        print(f"\nload: {len(plan)} requests, 32 at a time: p50 {p50:.1f} ms, p99 {p99:.1f} ms; {paid_now} paid")
+        print(f"\nload: {len(plan)} requests, 32 at a time, {elapsed:.1f} s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     finally:
         stop(server, signal.SIGINT)
