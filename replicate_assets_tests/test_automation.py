@@ -39,6 +39,8 @@ def test_embeddings_that_landed_before_the_sensor_started_are_caught_up(setting,
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1], instance=instance).success
     first = evaluate(defs, instance)  # the sensor's very first tick, embeddings already there
     assert requested(first) == (1, 1)  # the lists, and the index after them in the same run
+    lag = dg.AssetCheckKey(SIMILAR, "similarity_lag")
+    assert [r.true_subset.size for r in first.results if r.key == lag] == [1]  # and the lag check with them
     again = evaluate(defs, instance, first.cursor)  # the next tick, before the requested run has started
     assert requested(again) == (0, 0)  # never twice for the same data
     assert similarity_run(resources, tmp_path, instance=instance).success

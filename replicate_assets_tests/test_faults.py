@@ -150,7 +150,10 @@ def test_transient_faults_are_retried(sqlite_url, shop, image_server, fresh_emul
     result = run_chain(sqlite_url, image_server, fresh_emulator, tmp_path, sync_wait_seconds=1)
     assert result.success
     metadata = result.asset_materializations_for_node("clip_embeddings")[0].metadata
-    assert metadata["transient_errors"].value > 0
+    # Counted in the metadata of the attempt that met them; on a loaded machine a step may have been retried
+    # whole (its last attempt then met none), which the event log says.
+    retried = any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert metadata["transient_errors"].value > 0 or retried
     assert stored(sqlite_url) == good_images(sqlite_url, shop, image_server)
     statuses = {r["status"] for r in fresh_emulator.creates()}
     assert {500, 502, -1} <= statuses  # all three kinds were met

@@ -96,7 +96,9 @@ def products_without_neighbours(shop: ShopDatabase, replicate: ReplicateResource
     "(or that are gone but still listed), their products, and how long the oldest has waited. WARN beyond "
     "SIMILARITY_MAX_LAG_MINUTES. Also evaluated every hour by the similarity_automation sensor, so a system "
     "that has stopped catching up says so without a run of its own.",
-    automation_condition=dg.AutomationCondition.cron_tick_passed("0 * * * *"),
+    # With the lists when the automation runs them, and alone every hour (a system that stopped catching up).
+    automation_condition=dg.AutomationCondition.cron_tick_passed("0 * * * *")
+    | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()),
 )
 def similarity_lag(
     shop: ShopDatabase, replicate: ReplicateResource, similarity: SimilarityOptions
