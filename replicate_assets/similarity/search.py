@@ -24,7 +24,7 @@ from replicate_assets.db.similarities import SimilarityStore
 from replicate_assets.db.tables import SIMILARITIES, VECTORS
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.similarity.index import SearchIndex, serving
-from replicate_assets.similarity.queries import NoSuchProduct
+from replicate_assets.similarity.queries import NoSuchProduct, image_query, text_query
 from replicate_assets.similarity.vectors import normalised
 
 Embed = Callable[[str, str], list[float]]  # (kind, value) -> raw embedding, one Replicate prediction
@@ -133,8 +133,10 @@ class Searcher:
         min_score: float | None = None,
         admit: Callable[[], None] | None = None,
     ) -> Answer:
-        """Products for a text (kind "text") or an image URL (kind "image"); `admit` as in `embed`."""
+        """Products for a text (kind "text") or an image URL (kind "image"); `admit` as in `embed`. The query is
+        checked and normalised first (BadQuery), so every caller shares one cache entry per query."""
         started = time.perf_counter()
+        value = (text_query if kind == "text" else image_query)(value).value
         self.index or self.refresh()  # nothing to search: say so before paying for the query's embedding
         vector, cached = self.embed(kind, value, admit)
         hits = self.by_vector(vector, limit, min_score)
