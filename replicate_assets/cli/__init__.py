@@ -54,7 +54,11 @@ def parser() -> argparse.ArgumentParser:
 
     add("test-connection", commands.test_connection, "check REPLICATE_API_TOKEN and REPLICATE_MODEL; embeds nothing")
     add("status", commands.status, "embeddings, products and images by model, failed and uncovered images")
-    add("migrate", commands.migrate, "create product_embeddings and clip_embedding_outcomes where missing")
+    migrate = add("migrate", commands.migrate, "upgrade our tables in the shop database to this release's schema")
+    checks = migrate.add_mutually_exclusive_group()
+    checks.add_argument("--sql", action="store_true", help="print the DDL for review; change nothing")
+    checks.add_argument("--check", action="store_true", help="exit 1 with one line when the database is behind")
+    migrate.add_argument("--to", metavar="REVISION", help="upgrade or roll back to this revision (default: latest)")
     failed = add("failed", commands.failed, "failed images with reasons and attempts (queue:failed)")
     failed.add_argument("--limit", type=positive, default=100, help="at most this many (default 100)")
     retry = add(

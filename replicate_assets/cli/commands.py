@@ -11,17 +11,17 @@ from pathlib import Path
 
 from replicate_assets.chain import day_ranges, materialize_command, shell_line
 from replicate_assets.cli.report import attempts_text, print_status
-from replicate_assets.db import OutcomeStore, Reports, Schema, ShopColumns, connect
+from replicate_assets.db import OutcomeStore, Reports, Schema, ShopColumns, connect, migrations
 from replicate_assets.replicate import ClientOptions, ReplicateClient
 from replicate_assets.settings import Settings
 
 
-def shop(settings: Settings, create: bool = False) -> Schema:
+def shop(settings: Settings, create: bool = False, versioned: bool = True) -> Schema:
     """The shop database; read-only commands never create a file or a table."""
     columns = ShopColumns(
         settings.image_path_column, settings.image_created_at_column, settings.image_updated_at_column
     )
-    return connect(settings.database_url, columns, create=create)
+    return connect(settings.database_url, columns, create=create, versioned=versioned)
 
 
 def test_connection(_args: argparse.Namespace) -> int:
@@ -43,10 +43,32 @@ def status(_args: argparse.Namespace) -> int:
     return 0
 
 
-def migrate(_args: argparse.Namespace) -> int:
+def migrate(args: argparse.Namespace) -> int:
+    """Upgrade our tables (or move them to --to), print the DDL instead (--sql), or only compare (--check)."""
     settings = Settings.from_env()
-    created = shop(settings, create=True).migrate()
-    print(f"created: {', '.join(created)}" if created else "nothing to do: our tables exist")
+    schema = shop(settings, create=not (args.check or args.sql), versioned=False)
+    found = migrations.version(schema)
+    target = migrations.target(found, args.to)
+    if args.check:
+        problem = found.problem() or (f"no tables of ours yet: run `{migrations.MIGRATE}`" if found.fresh else None)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+        print(f"up to date: schema revision {found.current} ({migrations.known()[found.current]})")
+        return 0
+    if args.sql:
+        print(migrations.sql(schema, found, target), end="")
+        return 0
+    before, after = migrations.move(schema, found, target)
+    if before.current == after.current:
+        print(f"nothing to do: schema revision {after.current} ({migrations.known()[after.current]})")
+        return 0
+    if before.current is None and before.ours:
+        print(f"adopted tables an earlier release made: {', '.join(before.ours)}")
+    created = [table for table in after.ours if table not in before.ours]
+    if created:
+        print(f"created: {', '.join(created)}")
+    print(f"schema revision {before.current or 'none'} -> {after.current} ({migrations.known()[after.current]})")
     return 0
 
 

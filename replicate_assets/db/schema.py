@@ -1,4 +1,4 @@
-"""The shop's tables, reflected and checked, and the two tables we own, created and migrated.
+"""The shop's tables, reflected and checked, and ours, at the revision this release needs (`migrations`).
 
 - `products`, `product_images`: the shop's. We read them; a missing table or column is one clear error.
 - `product_embeddings`: ours, and the public contract: the shop (and the similarity assets) read it.
@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from replicate_assets.db import migrations
 from replicate_assets.db.engine import CatalogueError, engine_for, masked, prepare
 from replicate_assets.db.tables import OurTables
 
@@ -71,9 +72,9 @@ class Schema:
             ) from None
         self.image = self._image_columns(columns)
         self.has_deleted_at = "deleted_at" in self.products.c
-        options = self._table_options()
+        self.table_options = self._table_options()
         # Our foreign keys copy the referenced column types: Laravel's ids are BIGINT UNSIGNED on MySQL.
-        ours = OurTables(self.metadata, self.products.c.id.type, self.image.id, options)
+        ours = OurTables(self.metadata, self.products.c.id.type, self.image.id, self.table_options)
         self.outcomes, self.embeddings = ours.outcomes, ours.embeddings
         self.vectors, self.similarities, self.duplicates = ours.vectors, ours.similarities, ours.duplicates
         self.query_cache = ours.query_cache
@@ -126,39 +127,21 @@ class Schema:
         existing = set(sa.inspect(self.engine).get_table_names())
         return [t.name for t in self.ours if t.name not in existing]
 
-    def migrate(self) -> list[str]:
-        """Create our tables, and the columns newer versions added, where missing; idempotent, and safe when two
-        runs start at once (what the other created first is taken as created). Returns what it created
-        ("table" or "table.column")."""
-        for attempt in range(3):
-            try:
-                created = self._create_missing()
-                break
-            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as err:
-                # PostgreSQL reports a table created meanwhile as a duplicate pg_type row, MySQL as error 1050.
-                if attempt == 2 or not any(mark in str(err.orig).lower() for mark in ("already exists", "duplicate")):
-                    raise
-        self._ready = True
-        return created
+    def check_version(self) -> None:
+        """Our tables are at this release's revision, or not made yet; else one line says what to run."""
+        migrations.require(self, create=False)
 
-    def _create_missing(self) -> list[str]:
-        created = self.missing_tables()
-        self.metadata.create_all(self.engine, tables=self.ours, checkfirst=True)
-        inspector = sa.inspect(self.engine)
-        with self.engine.begin() as conn:
-            for table in self.ours:
-                have = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in have:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
-                        created.append(f"{table.name}.{column.name}")
-        return created
+    def migrate(self) -> list[str]:
+        """Bring our tables to this release's revision; returns the tables it created."""
+        before, after = migrations.move(self, migrations.version(self), migrations.head())
+        self._ready = True
+        return [table for table in after.ours if table not in before.ours]
 
     def ensure_tables(self) -> None:
-        """Create our tables before the pipeline writes (commands that only read never call this)."""
+        """Before the pipeline writes: a fresh database gets our tables (commands that only read never call this)."""
         if not self._ready:
-            self.migrate()
+            migrations.require(self, create=True)
+            self._ready = True
 
     # -- instants and windows ---------------------------------------------------------------------------------------
 
@@ -202,13 +185,17 @@ def _python_type(kind: sa.types.TypeEngine) -> type | None:
         return None
 
 
-def connect(url: str, columns: ShopColumns = ShopColumns(), *, create: bool = True) -> Schema:
-    """The shop database at `url`; raises CatalogueError naming what is missing.
+def connect(url: str, columns: ShopColumns = ShopColumns(), *, create: bool = True, versioned: bool = True) -> Schema:
+    """The shop database at `url`; raises CatalogueError naming what is missing, or what to run when our tables
+    are at another revision than this release's (versioned=False: `migrate`, which is what fixes that).
 
     create=False (read-only commands) refuses a SQLite file that does not exist instead of making one.
     """
     prepare(url, create)
-    return _connect(url, columns)
+    schema = _connect(url, columns)
+    if versioned:
+        schema.check_version()
+    return schema
 
 
 @functools.lru_cache(maxsize=16)
