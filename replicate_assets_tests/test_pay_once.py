@@ -33,6 +33,13 @@ def start(env: dict, log: Path) -> subprocess.Popen:
     )
 
 
+def failure_of(log: str) -> str:
+    """A failed run's error lines (the exception of each failed step), not only its last lines."""
+    lines = log.splitlines()
+    marks = [i for i, line in enumerate(lines) if "Error" in line or "error" in line.split(" - ")[-1]]
+    return "\n".join(lines[i] for i in marks[:40]) or log[-2000:]
+
+
 def wait_for_creates(emulator: Emulator, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while len(emulator.creates()) < count and time.monotonic() < deadline and process.poll() is None:
@@ -131,7 +138,7 @@ def test_two_runs_at_once_pay_each_image_once(env, shop_url, image_server, fresh
     env = {**env, "DATABASE_URL": shop_url, "REPLICATE_CHUNK_SIZE": "10", "REPLICATE_MAX_IN_FLIGHT": "4"}
     runs = [start(env, tmp_path / f"run{n}.log") for n in (1, 2)]
     codes = [process.wait(timeout=180) for process in runs]
-    assert codes == [0, 0], [(tmp_path / f"run{n}.log").read_text()[-2000:] for n in (1, 2)]
+    assert codes == [0, 0], [failure_of((tmp_path / f"run{n}.log").read_text()) for n in (1, 2)]
     counts = paid(fresh_emulator)
     assert counts and set(counts.values()) == {1}, {url: n for url, n in counts.items() if n > 1}
     logs = [(tmp_path / f"run{n}.log").read_text() for n in (1, 2)]

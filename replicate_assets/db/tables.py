@@ -1,6 +1,9 @@
 """Our tables' definitions: the pipeline's, the public `product_embeddings`, and the similarity domain's.
 
-Every timestamp keeps microseconds on MySQL too, so an instant copied from the shop compares equal to it.
+Every timestamp keeps microseconds on MySQL too, so an instant copied from the shop compares equal to it, and
+floats are double precision there. Both are spelled as MySQL types: Dagster, once its storage is imported, makes
+every generic DateTime DATETIME(6) and Float FLOAT(32) (a DOUBLE) on MySQL, so generic types would give tables a
+different shape depending on which process created them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ OUTCOMES = "clip_embedding_outcomes"
 EMBEDDINGS = "product_embeddings"
 VECTORS, SIMILARITIES = "clip_image_vectors", "product_similarities"
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql")
 MODEL = sa.String(191)  # utf8mb4 keys of 191 characters stay within MySQL's index limit
 
 
@@ -39,7 +43,7 @@ class OurTables:
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             # The attempts allowed by the run that wrote the row: checks, sensors and commands judge it by that.
             sa.Column("max_attempts", sa.Integer),
-            sa.Column("predict_time", sa.Float),
+            sa.Column("predict_time", FLOAT),
             sa.Column("prediction_id", sa.String(64)),
             sa.Column("created_at", TIMESTAMP, nullable=False),
             sa.Column("updated_at", TIMESTAMP, nullable=False),
@@ -79,8 +83,8 @@ class OurTables:
             sa.Column("model", MODEL, nullable=False),
             sa.Column("dimensions", sa.Integer, nullable=False),
             sa.Column("image_url", sa.Text),
-            sa.Column("created_at", sa.DateTime),
-            sa.Column("updated_at", sa.DateTime),
+            sa.Column("created_at", TIMESTAMP),
+            sa.Column("updated_at", TIMESTAMP),
             sa.Column("embedding", sa.JSON, nullable=False),
             **options,
         )
@@ -97,7 +101,7 @@ class OurTables:
             sa.Column("image_url", sa.Text),
             sa.Column("url_hash", sa.String(64)),
             sa.Column("digest", sa.String(40), nullable=False),  # identical vectors share it
-            sa.Column("published_at", sa.DateTime),
+            sa.Column("published_at", TIMESTAMP),
             sa.Column("updated_at", TIMESTAMP, nullable=False),
             sa.Column("listed_at", TIMESTAMP),
             sa.Column("removed", sa.Boolean, nullable=False, default=False),
@@ -112,7 +116,7 @@ class OurTables:
             sa.Column("product_id", product_id_type, primary_key=True),
             sa.Column("rank", sa.Integer, primary_key=True),
             sa.Column("similar_product_id", product_id_type, nullable=False),
-            sa.Column("score", sa.Float, nullable=False),
+            sa.Column("score", FLOAT, nullable=False),
             sa.Column("model", MODEL, nullable=False),
             sa.Column("computed_at", TIMESTAMP, nullable=False),
             **options,

@@ -98,8 +98,9 @@ def ensure_index(table: str, name: str, wanted: list[str], unique: bool = False)
 
 
 def retype(table: str, wanted: dict[str, Any]) -> None:
-    """MySQL/MariaDB: give columns an earlier release typed otherwise the declared type (that release's first run
-    made DATETIME(6) and DOUBLE where its `migrate` made DATETIME and FLOAT). Elsewhere those types already agree."""
+    """MySQL/MariaDB: give columns an earlier release typed otherwise the declared type (a table made inside a
+    Dagster run got DATETIME(6) and DOUBLE, one made by `migrate` DATETIME and FLOAT: see db/tables.py). Elsewhere
+    those types already agree. Compared as compiled, so the declared types must be MySQL's own (not generic)."""
     if dialect() != "mysql":
         return
     conn = _attributes()["connection"]

@@ -2,7 +2,8 @@
 
 clip_embedding_outcomes gains the claim columns (claimed_by, claim_process, claim_expires_at, sent_at) and
 max_attempts, microsecond timestamps on MySQL/MariaDB, and the paging index on (model, status, product_image_id);
-on MySQL/MariaDB, columns an earlier release typed otherwise get their declared types;
+on MySQL/MariaDB, every timestamp of ours becomes DATETIME(6) and every float DOUBLE (what a table made inside a
+Dagster run already had; one made by `replicate-assets migrate` had DATETIME and FLOAT);
 product_similarities, product_duplicates, clip_image_vectors and search_query_embeddings are created. A database an
 earlier release made, with some of these already, gets only what it lacks.
 
@@ -22,6 +23,7 @@ branch_labels = None
 depends_on = None
 
 TIMESTAMP = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+FLOAT = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql")
 MODEL = sa.String(191)
 OUTCOMES = "clip_embedding_outcomes"
 CLAIMS = ["max_attempts", "claimed_by", "claim_process", "claim_expires_at", "sent_at"]
@@ -33,9 +35,9 @@ def upgrade() -> None:
     options = steps.table_options()
     steps.retype(
         OUTCOMES,
-        {"image_updated_at": TIMESTAMP, "created_at": TIMESTAMP, "updated_at": TIMESTAMP, "predict_time": sa.Float()},
+        {"image_updated_at": TIMESTAMP, "created_at": TIMESTAMP, "updated_at": TIMESTAMP, "predict_time": FLOAT},
     )
-    steps.retype("product_embeddings", {"created_at": sa.DateTime(), "updated_at": sa.DateTime()})
+    steps.retype("product_embeddings", {"created_at": TIMESTAMP, "updated_at": TIMESTAMP})
     steps.converge(
         OUTCOMES,
         [
@@ -59,7 +61,7 @@ def upgrade() -> None:
             sa.Column("image_url", sa.Text),
             sa.Column("url_hash", sa.String(64)),
             sa.Column("digest", sa.String(40), nullable=False),
-            sa.Column("published_at", sa.DateTime),
+            sa.Column("published_at", TIMESTAMP),
             sa.Column("updated_at", TIMESTAMP, nullable=False),
             sa.Column("listed_at", TIMESTAMP),
             sa.Column("removed", sa.Boolean, nullable=False),
@@ -74,7 +76,7 @@ def upgrade() -> None:
             sa.Column("product_id", product_id, primary_key=True),
             sa.Column("rank", sa.Integer, primary_key=True),
             sa.Column("similar_product_id", product_id, nullable=False),
-            sa.Column("score", sa.Float, nullable=False),
+            sa.Column("score", FLOAT, nullable=False),
             sa.Column("model", MODEL, nullable=False),
             sa.Column("computed_at", TIMESTAMP, nullable=False),
         ],
@@ -93,6 +95,9 @@ def upgrade() -> None:
         {},
         **options,
     )
+    # Tables an unversioned release made with `migrate` (DATETIME, FLOAT on MySQL): as declared now.
+    steps.retype("clip_image_vectors", {"published_at": TIMESTAMP})
+    steps.retype("product_similarities", {"score": FLOAT})
     steps.converge(
         "search_query_embeddings",
         [
