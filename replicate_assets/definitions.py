@@ -16,6 +16,7 @@ import dagster as dg
 from replicate_assets.defs.embeddings.assets import build_assets
 from replicate_assets.defs.embeddings.checks import build_checks
 from replicate_assets.defs.embeddings.sensors import build_sensors
+from replicate_assets.defs.export import ParquetFiles, build_export
 from replicate_assets.defs.partitions import daily_partitions
 from replicate_assets.defs.resources import (
     EmbeddingPolicy,
@@ -65,13 +66,14 @@ def resources_for(settings: Settings, environ: Mapping[str, str] = os.environ) -
             index_folder=settings.similarity_index_dir,
             max_lag_minutes=settings.similarity_max_lag_minutes,
         ),
+        "parquet_files": ParquetFiles(base_path=settings.embeddings_export_dir),
     }
 
 
 def build_definitions(settings: Settings, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
     partitions = daily_partitions(settings.start_date)
     return dg.Definitions(
-        assets=[*build_assets(partitions, settings.retry_delay_seconds), *SIMILARITY_ASSETS],
+        assets=[*build_assets(partitions, settings.retry_delay_seconds), *SIMILARITY_ASSETS, build_export(partitions)],
         asset_checks=[*build_checks(partitions), *SIMILARITY_CHECKS],
         sensors=[
             *build_sensors(partitions, settings.sensor_interval_seconds),

@@ -21,6 +21,7 @@ DEFAULT_DATABASE_URL = "sqlite:///data/shop.db"
 DEFAULT_START_DATE = "2024-01-01"
 DEFAULT_EMBEDDINGS_LOG = "logs/replicate_embeddings.log"
 DEFAULT_INDEX_DIR = "data/index"
+DEFAULT_EXPORT_DIR = "data/export"
 COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
@@ -101,6 +102,7 @@ class Settings:
     sensor_interval_seconds: int = NUMBERS["sensor_interval_seconds"].default
     similarity_max_lag_minutes: int = NUMBERS["similarity_max_lag_minutes"].default
     similarity_index_dir: str = DEFAULT_INDEX_DIR
+    embeddings_export_dir: str = DEFAULT_EXPORT_DIR
     search_api_key: str | None = None
     search_queries_per_minute: int = NUMBERS["search_queries_per_minute"].default
 
@@ -124,6 +126,7 @@ class Settings:
             image_created_at_column=get("SHOP_IMAGE_CREATED_AT_COLUMN", "created_at"),
             image_updated_at_column=get("SHOP_IMAGE_UPDATED_AT_COLUMN", "updated_at"),
             similarity_index_dir=get("SIMILARITY_INDEX_DIR", DEFAULT_INDEX_DIR),
+            embeddings_export_dir=get("EMBEDDINGS_EXPORT_DIR", DEFAULT_EXPORT_DIR),
             search_api_key=get("SEARCH_API_KEY", None),
         )
         settings.validate()

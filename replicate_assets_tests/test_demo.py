@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import requests
 import sqlalchemy as sa
+from conftest import free_port
 
 from replicate_assets.db import engine_for
 
@@ -88,6 +90,58 @@ def test_demo_embeds_every_product_with_a_good_image(tmp_path):
         assert answer is not None and answer.status_code == 200, answer and answer.text
         body = answer.json()
         assert body["cached"] is True and len(body["results"]) == 3
+        page = next(line for line in lines if line.startswith("Look at it in a browser: ")).split()[6]
+        shown = requests.get(page, timeout=30)  # the words are cached: the page answers them offline too
+        assert shown.status_code == 200 and "answered from the cache" in shown.text
+        assert shown.text.count('class="card"') >= 10 and "Red leather bag" in shown.text
     finally:
         server.terminate()
         server.communicate(timeout=20)
+
+
+def test_the_demo_kept_up_shows_the_page_with_its_pictures(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "DAGSTER_", "DATABASE_URL"))}
+    bin_dir = Path(sys.executable).parent
+    demo = subprocess.Popen(
+        [str(bin_dir / "replicate-assets"), "demo", "--products", "20", "--days", "2", "--serve"],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    server = None
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("The page with pictures"):
+            line = demo.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assignments = demo.stdout.readline().strip().removesuffix(" .venv/bin/replicate-assets serve")
+        served = {**env, **dict(a.split("=", 1) for a in assignments.split())}
+        port = free_port()  # the other demo test holds the printed 8000
+        server = subprocess.Popen(
+            [str(bin_dir / "replicate-assets"), "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=served,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        answer = None
+        for _ in range(120):
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/?like=1", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.25)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        pictures = [part.split('"')[0] for part in answer.text.split('src="')[1:]]
+        assert len(pictures) > 5
+        for src in pictures:
+            picture = requests.get(f"http://127.0.0.1:{port}{src}", timeout=30)
+            assert picture.status_code == 200 and picture.headers["content-type"] == "image/png", src
+    finally:
+        for process in (server, demo):
+            if process is not None:
+                process.send_signal(signal.SIGINT)
+                process.communicate(timeout=30)

@@ -31,9 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from replicate_assets.api.problems import problem, replicate_problem
-from replicate_assets.db.engine import CatalogueError
-from replicate_assets.replicate import ReplicateError
+from replicate_assets.api.pages import page_routes
+from replicate_assets.api.problems import Busy, Throttled, failure_of, problem
 from replicate_assets.replicate.ratelimit import TokenBucket
 from replicate_assets.similarity.queries import (
     MAX_LIMIT,
@@ -84,8 +83,10 @@ def create_app(
     queries_per_minute: int = 30,
     max_concurrent: int = 8,
     timeout: float = 20.0,
+    image_base_url: str | None = None,
 ) -> Starlette:
-    """The API over `searcher` (its index is loaded at start, and again every minute in the background)."""
+    """The API and the page over `searcher` (its index is loaded at start, and again every minute in the
+    background); `image_base_url` resolves relative image paths for the page's pictures."""
     slots = asyncio.Semaphore(max_concurrent)
     predictions = TokenBucket(queries_per_minute / 60.0, queries_per_minute)
     refreshed = threading.Event()
@@ -103,31 +104,28 @@ def create_app(
         if wait:
             raise Throttled(queries_per_minute, math.ceil(wait))
 
+    async def limited(work: Callable[[], Any]) -> Any:
+        """`work` in the thread pool: at most `max_concurrent` at once (Busy after SLOT_WAIT_SECONDS), each at
+        most `timeout` seconds (TimeoutError)."""
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=SLOT_WAIT_SECONDS)
+        except TimeoutError:
+            raise Busy from None
+        try:
+            return await asyncio.wait_for(run_in_threadpool(work), timeout=timeout)
+        finally:
+            slots.release()
+
     async def guarded(request: Request, work: Callable[[], dict[str, Any]], image: str | None = None) -> JSONResponse:
         if api_key and not hmac.compare_digest(_given_key(request).encode(), api_key.encode()):
             return problem(401, "a valid API key is needed: send it as X-API-Key")
         try:
-            await asyncio.wait_for(slots.acquire(), timeout=SLOT_WAIT_SECONDS)
-        except TimeoutError:
-            return problem(503, "the search service is busy: try again in a moment", retry_after=1)
-        try:
-            return JSONResponse(await asyncio.wait_for(run_in_threadpool(work), timeout=timeout))
-        except BadQuery as err:
-            return problem(400, str(err))
-        except LookupError as err:
-            return problem(404, str(err).strip("'\""))
-        except Throttled as err:
-            return problem(429, str(err), retry_after=err.seconds)
-        except ReplicateError as err:
-            log.warning("a query could not be embedded: %s", redact(str(err)))
-            return replicate_problem(err, image)
-        except TimeoutError:
-            return problem(504, f"the search took longer than {timeout:g} s: try again")
-        except (CatalogueError, sa.exc.SQLAlchemyError) as err:
-            log.warning("the shop database cannot serve: %s", redact(str(err).splitlines()[0]))
-            return problem(503, "the shop database cannot be reached right now: try again shortly", retry_after=5)
-        finally:
-            slots.release()
+            return JSONResponse(await limited(work))
+        except Exception as err:
+            found = failure_of(err, image, timeout)
+            if found is None:
+                raise
+            return problem(found.status, found.detail, found.retry_after)
 
     async def health(request: Request) -> JSONResponse:
         def check() -> dict[str, Any]:
@@ -178,7 +176,7 @@ def create_app(
         return await guarded(request, work)
 
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        detail = {404: f"no such route: {request.url.path}; see GET /search, /products/ID/similar, /health"}
+        detail = {404: f"no such route: {request.url.path}; see GET /search, /products/ID/similar, /health, /"}
         methods = {405: f"{request.method} is not allowed here: use GET"}
         return problem(err.status_code, {**detail, **methods}.get(err.status_code, str(err.detail)))
 
@@ -198,20 +196,18 @@ def create_app(
         Route("/health", health),
         Route("/search", search),
         Route("/products/{product_id}/similar", similar),
+        *page_routes(
+            searcher,
+            api_key=api_key,
+            image_base_url=image_base_url,
+            limited=limited,
+            admit=admit_paid_query,
+            timeout=timeout,
+            key_given=_given_key,
+        ),
     ]
     handlers = {HTTPException: http_error, Exception: crashed}
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
-
-
-class Throttled(Exception):
-    """The cap of new (paid) queries a minute is reached."""
-
-    def __init__(self, per_minute: int, seconds: int):
-        super().__init__(
-            f"the cap of {per_minute} new text or image queries a minute is reached (each costs a Replicate "
-            f"prediction; a repeated query is answered from the cache): try again in {seconds} s"
-        )
-        self.seconds = seconds
 
 
 def loopback(host: str) -> bool:

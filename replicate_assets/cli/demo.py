@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ def instance_yaml() -> str:
 
 
 DEMO_QUERY = "http://127.0.0.1:8000/search?text=red+leather+bag&limit=3"  # cached by the demo: answered offline
+DEMO_PAGE = "http://127.0.0.1:8000/?text=red+leather+bag"
 
 
 def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float = 0.05, serve: bool = False) -> int:
@@ -91,6 +93,7 @@ def run_demo(workdir: Path, products: int = 240, days: int = 30, latency: float 
         print("Search it over HTTP (the server in one terminal, the query in another):")
         print(f"  {where} .venv/bin/replicate-assets serve")
         print(f"  curl '{DEMO_QUERY}'")
+        print(f"Look at it in a browser: {DEMO_PAGE} (the pictures show while `scripts/demo --serve` keeps them up)")
     return 0
 
 
@@ -130,6 +133,10 @@ def serve_until_interrupted(env: dict[str, str]) -> None:
     )
     print("The emulator and the sample images stay up until Ctrl-C. In another terminal:")
     print("  " + " ".join(f"{name}={env[name]}" for name in names) + " .venv/bin/dagster dev -w workspace.yaml")
+    page = ("DATABASE_URL", "IMAGE_BASE_URL", "SIMILARITY_INDEX_DIR", "REPLICATE_BASE_URL", "REPLICATE_API_TOKEN")
+    print(f"The page with pictures ({DEMO_PAGE}, /review), in a third:")
+    print("  " + " ".join(f"{name}={env[name]}" for name in page) + " .venv/bin/replicate-assets serve")
+    sys.stdout.flush()
     try:
         while True:
             time.sleep(3600)

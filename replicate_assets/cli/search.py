@@ -90,8 +90,14 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     searcher = searcher_for(settings)
     searcher.refresh()  # a missing table or column is one line here, before the server starts
-    app = create_app(searcher, api_key=settings.search_api_key, queries_per_minute=settings.search_queries_per_minute)
+    app = create_app(
+        searcher,
+        api_key=settings.search_api_key,
+        queries_per_minute=settings.search_queries_per_minute,
+        image_base_url=settings.image_base_url,
+    )
     print(f"search API on http://{args.host}:{args.port} ({len(searcher.index)} images, {searcher.index.kind} index)")
+    print(f"search page on http://{args.host}:{args.port}/ (similar products, a review of the lists)")
     sys.stdout.flush()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -53,6 +53,27 @@ class EmbeddingStore:
             found = [row[0] for row in conn.execute(query)]
         return [json.loads(v) if isinstance(v, str | bytes) else v for v in found]
 
+    def published(self, window: Window, model: str, page_size: int = 2000) -> Iterator[list[sa.Row]]:
+        """Pages of the window's rows of product_embeddings (by the image's created_at), embeddings parsed: what
+        the Parquet export writes. Rows whose image was deleted are gone with it (cascade)."""
+        e, s = self.schema.embeddings, self.schema
+        query = (
+            sa.select(
+                e.c.product_image_id,
+                e.c.product_id,
+                e.c.model,
+                e.c.dimensions,
+                e.c.embedding,
+                e.c.created_at,
+                e.c.updated_at,
+            )
+            .select_from(e.join(s.images, s.image.id == e.c.product_image_id))
+            .where(e.c.model == model, *s.in_window(window))
+        )
+        if self.schema.missing_tables():
+            return
+        yield from pages(self.engine, query, e.c.product_image_id, page_size)
+
     def _unpublished(self, window: Window, model: str) -> tuple[sa.FromClause, list[sa.ColumnElement]]:
         """Indexed outcomes of the window whose product_embeddings row is missing or older: (from, where).
 

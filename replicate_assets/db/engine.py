@@ -147,7 +147,8 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
 
 
 def pages(engine: sa.Engine, query: sa.Select, key: sa.ColumnElement, page_size: int) -> Iterator[list[sa.Row]]:
-    """Keyset pagination: memory stays bounded by the page, whatever the window holds."""
+    """Keyset pagination: memory stays bounded by the page, whatever the window holds. `key` is the query's first
+    column (each page starts after the last page's first column)."""
     last = None
     while True:
         page_query = query.order_by(key).limit(page_size)

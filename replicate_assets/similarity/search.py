@@ -44,6 +44,7 @@ class Hit:
     score: float
     image_url: str | None
     live: bool = False  # found in the live index, not in product_similarities (newer than the lists)
+    image_id: int | None = None  # the best image's product_image_id (or the product's first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,13 +215,17 @@ class Searcher:
             names = {}
             if "name" in p.c:
                 names = dict(conn.execute(sa.select(p.c.id, p.c.name).where(p.c.id.in_(products))).all())
-            urls: dict[int, str] = {}
+            first: dict[int, tuple[int, str]] = {}
             images: dict[int, str] = {}
             for image_id, product, url in conn.execute(
                 sa.select(v.c.product_image_id, v.c.product_id, v.c.image_url)
-                .where(v.c.product_id.in_(products), v.c.model == self.model)
+                .where(v.c.product_id.in_(products), v.c.model == self.model, v.c.removed.is_(False))
                 .order_by(v.c.product_image_id)
             ):
                 images[int(image_id)] = url
-                urls.setdefault(int(product), url)
-        return [Hit(p_, names.get(p_), round(s, 4), images.get(i) if i else urls.get(p_)) for p_, s, i in ranked]
+                first.setdefault(int(product), (int(image_id), url))
+        hits = []
+        for product, score, image in ranked:
+            image = image if image in images else first.get(product, (None, None))[0]
+            hits.append(Hit(product, names.get(product), round(score, 4), images.get(image), image_id=image))
+        return hits

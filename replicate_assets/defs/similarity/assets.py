@@ -6,11 +6,16 @@ in full on demand (`full_rebuild`) and when the model changes. `similarity_index
 `search` command and the HTTP API read.
 """
 
+import random
+import re
 import time
 from pathlib import Path
 
 import dagster as dg
 
+from replicate_assets.db.browse import Browse
+from replicate_assets.db.schema import Schema
+from replicate_assets.db.similarities import SimilarityStore
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.defs.embeddings.assets import fix_first
 from replicate_assets.defs.resources import ReplicateResource, ShopDatabase, SimilarityOptions
@@ -71,8 +76,38 @@ def product_similarities(
             "sql_vector_index": updated.sql_index,
             "k": similarity.k,
             "model": model,
+            "sample": dg.MetadataValue.md(sample_markdown(schema, model)),
         }
     )
+
+
+def sample_markdown(schema: Schema, model: str, count: int = 5, top: int = 5) -> str:
+    """A few products drawn at random with their top `top` names and scores, as a Markdown table (names escaped)."""
+    browse = Browse(schema, model)
+    drawn = browse.sample(count, random.Random())
+    lists = SimilarityStore(schema).lists(drawn)
+    names = browse.products([*drawn, *(other for p in drawn for other, _ in lists.get(p, [])[:top])])
+    if not drawn:
+        return "No lists yet."
+
+    def named(product: int) -> str:
+        found = names.get(product)
+        return f"{md_text(found.name) if found and found.name else '(no name)'} (#{product})"
+
+    header = ["product", *(f"{n}." for n in range(1, top + 1))]
+    rows = [
+        [named(p), *(f"{named(o)} {s:.3f}" for o, s in lists.get(p, [])[:top])]
+        + [""] * (top - len(lists.get(p, [])[:top]))
+        for p in drawn
+    ]
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def md_text(text: str) -> str:
+    """Text from the shop as Markdown text: HTML and Markdown's own characters cannot act."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+\-!|~])", r"\\\1", " ".join(text.split()))
 
 
 @dg.asset(
