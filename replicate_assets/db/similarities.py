@@ -7,6 +7,7 @@ per product in one transaction, so a reader never sees half a list.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -20,13 +21,16 @@ BATCH = 5000  # rows per INSERT: fast on every dialect, below their parameter li
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[tuple]) -> None:
-    """Insert `rows` (tuples in the table's column order), BATCH at a time. SQLite and MySQL take them straight
-    to the driver's executemany (SQLAlchemy's per-row work was most of the time); PostgreSQL through SQLAlchemy,
-    whose batched VALUES psycopg2's executemany lacks."""
+    """Insert `rows` (tuples in the table's column order, no None). PostgreSQL (psycopg2) takes them by COPY;
+    SQLite and MySQL BATCH at a time straight to the driver's executemany (SQLAlchemy's per-row work was most of
+    the time); another PostgreSQL driver through SQLAlchemy."""
     names = [c.name for c in table.columns]
+    quote = conn.dialect.identifier_preparer.quote
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        _copy(conn, f"COPY {quote(table.name)} ({', '.join(map(quote, names))}) FROM STDIN WITH (FORMAT csv)", rows)
+        return
     processors = [c.type.bind_processor(conn.dialect) for c in table.columns]
     style = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
-    quote = conn.dialect.identifier_preparer.quote
     values = ", ".join([style or ""] * len(names))
     sql = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) VALUES ({values})"
     for lo in range(0, len(rows), BATCH):
@@ -37,6 +41,25 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[tuple]) -> None
         if any(processors):
             batch = [tuple(f(v) if f else v for f, v in zip(processors, row, strict=True)) for row in batch]
         conn.exec_driver_sql(sql, batch)
+
+
+def _copy(conn: sa.Connection, statement: str, rows: list[tuple]) -> None:
+    """COPY ... FROM STDIN in CSV, inside `conn`'s transaction: numbers as written by Python, text quoted by csv,
+    timestamps as ISO text (each distinct value formatted once: a list's model and time repeat on every row)."""
+    formatted: dict[object, str] = {}
+
+    def field(value: object) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return repr(value)
+        found = formatted.get(value)
+        if found is None:
+            text = value.isoformat(" ") if isinstance(value, dt.datetime) else str(value)
+            found = formatted[value] = '"' + text.replace('"', '""') + '"'
+        return found
+
+    buffer = io.StringIO("\n".join(",".join(map(field, row)) for row in rows) + "\n")
+    with conn.connection.dbapi_connection.cursor() as cursor:
+        cursor.copy_expert(statement, buffer)
 
 
 class SimilarityStore:
