@@ -71,6 +71,33 @@ def test_each_days_embeddings_as_parquet_read_back_equal_product_embeddings(
             assert len(row.embedding) == 768
 
 
+def test_the_export_goes_to_any_fsspec_location_the_same(sqlite_url, image_server, fresh_emulator, tmp_path):
+    import fsspec
+
+    build_sample_shop(engine_for(sqlite_url), image_server, products=8, days=3, today=TODAY)
+    resources = make_resources(sqlite_url, image_server, fresh_emulator, tmp_path)
+    assert materialize_chain(resources, first=DAYS[0], last=DAYS[0]).success
+    where = f"memory://export-{tmp_path.name}"  # fsspec's in-memory filesystem: a stand-in for s3://, gs://, ...
+    result = dg.materialize(
+        [definitions().get_assets_def("embeddings_parquet")],
+        partition_key=DAYS[0],
+        resources={**resources, "parquet_files": ParquetFiles(base_path=where)},
+    )
+    assert result.success
+    with fsspec.open(f"{where}/embeddings_parquet/{DAYS[0]}.parquet", "rb") as file:
+        frame = pd.read_parquet(file)
+    with engine_for(sqlite_url).connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT e.product_image_id FROM product_embeddings e "
+                "JOIN product_images i ON i.id = e.product_image_id WHERE date(i.created_at) = :day"
+            ),
+            {"day": DAYS[0]},
+        ).scalars()
+        assert sorted(frame.product_image_id) == sorted(stored)
+    assert len(frame) > 0
+
+
 def test_the_export_is_run_by_no_sensor_and_no_automation():
     defs = definitions()
     export = dg.AssetKey("embeddings_parquet")

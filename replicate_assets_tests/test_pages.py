@@ -101,6 +101,13 @@ def test_search_then_similar_products_by_keyboard_with_real_pictures(page, fresh
         shown = pictures_loaded(tab)
         assert len(shown) > 5 and all(width > 0 for _, width in shown), shown
         tab.screenshot(path=str(tmp_path / "similar.png"), full_page=False)
+
+        tab.get_by_role("link", name="Review").click()  # the review: every picture loads but a failed image's
+        tab.wait_for_url(re.compile(r"/review$"))
+        shown = pictures_loaded(tab)
+        failed = {f"/thumbnails/{image}" for image in re.findall(r"<td>#(\d+)</td>", tab.content())}
+        assert failed and len(shown) > 40
+        assert all(width > 0 for src, width in shown if src not in failed), shown
         browser.close()
     assert creates(fresh_emulator) == 1  # the words cost one prediction; the product's list none
     keep_screenshot(tmp_path / "search.png", "page-search.png")
