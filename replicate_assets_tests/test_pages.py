@@ -214,6 +214,7 @@ def test_beyond_loopback_the_page_asks_for_the_key_once(shop):
         assert requests.get(f"{base}/review", timeout=30).status_code == 401  # another browser: asked again
         away = browser.post(f"{base}/login", data={"key": key, "next": "//evil.example/"}, allow_redirects=False)
         assert away.headers["location"] == "/"
+        assert requests.post(f"{base}/login", data={"key": "x" * 100_000}, timeout=30).status_code == 413
     finally:
         out, err = stop(server, signal.SIGINT)
     assert key not in out + err

@@ -40,6 +40,7 @@ COOKIE = "replicate_assets_session"
 RESULTS = 24  # products in a grid
 SAMPLE, TOP = 8, 5  # the review: products drawn, neighbours shown for each
 LISTED = 50  # products without neighbours, failed images: at most this many
+FORM_BYTES = 4096
 Limited = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 templates = jinja2.Environment(
@@ -160,7 +161,12 @@ def page_routes(
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return render("login.html", next=_local(request.query_params.get("next")))
-        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_BYTES:  # a sign-in form is a few bytes: nothing larger is read
+                return Response("the form is too large", 413, media_type="text/plain")
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         key, wanted = form.get("key", [""])[0], _local(form.get("next", ["/"])[0])
         if not api_key:
             return RedirectResponse(wanted, 303)
