@@ -13,6 +13,7 @@ from conftest import definitions
 from replicate_assets.chain import CHAIN_KEYS
 
 SIMILARITY = {"product_similarities", "similarity_index"}
+EXPORT = {"embeddings_parquet"}  # optional: its own group, run by nothing unless selected
 SENSORS = {"new_product_images_sensor", "missing_embeddings_sensor", "similarity_automation"}
 
 
@@ -20,7 +21,8 @@ def test_definitions_load_with_the_three_assets_in_order():
     defs = definitions()
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(CHAIN_KEYS) | SIMILARITY
+    assert keys == set(CHAIN_KEYS) | SIMILARITY | EXPORT
+    assert defs.get_assets_def("embeddings_parquet").group_names_by_key[dg.AssetKey("embeddings_parquet")] == "export"
     assert graph.get(dg.AssetKey("clip_embeddings")).parent_keys == {dg.AssetKey("product_images")}
     assert dg.AssetKey("clip_embeddings") in graph.get(dg.AssetKey("embedding_table")).parent_keys
     for name in CHAIN_KEYS:
@@ -62,7 +64,7 @@ def test_the_checks_sensors_and_resources():
     assert "similarity_index_recall" in blocking
     assert {s.name for s in defs.sensors} == SENSORS
     assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)
-    assert set(defs.resources) == {"shop", "replicate", "policy", "progress_log", "similarity"}
+    assert set(defs.resources) == {"shop", "replicate", "policy", "progress_log", "similarity", "parquet_files"}
 
 
 def test_workspace_loads_the_module():
@@ -83,5 +85,5 @@ def test_dg_checks_and_lists_the_definitions(tmp_path):
         [dg_command, "list", "defs", "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=120
     )
     found = json.loads(listed.stdout)
-    assert {asset["asset_key"] for asset in found["assets"]} == set(CHAIN_KEYS) | SIMILARITY
+    assert {asset["asset_key"] for asset in found["assets"]} == set(CHAIN_KEYS) | SIMILARITY | EXPORT
     assert {sensor["name"] for sensor in found["sensors"]} == SENSORS

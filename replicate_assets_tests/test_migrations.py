@@ -6,6 +6,8 @@ stops every run, sensor tick and command with one line before anything is paid."
 import datetime as dt
 import gzip
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -247,3 +249,30 @@ def test_a_wrong_revision_is_named_with_the_ones_this_release_knows(sqlite_url, 
     line = one_line(wrong.stderr)
     assert wrong.returncode == 1 and "no schema revision 'nope' in this release: it knows 0001 (" in line
     assert not sa.inspect(engine_for(sqlite_url)).has_table(migrations.VERSION_TABLE)
+
+
+FIRST_USE = """
+import sys
+from replicate_assets.db import connect
+schema = connect(sys.argv[1])
+if sys.argv[2] == "writer":
+    schema.ensure_tables()
+for _ in range(30):
+    connect(sys.argv[1])
+"""
+
+
+def test_many_processes_meeting_a_fresh_database_agree_on_its_tables(shop_url, shop):
+    """Writers make the tables under the migration lock while readers look: no process ever sees a half-made
+    history (on MySQL, DDL commits as it goes; the lock is released only after the version's commit)."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_USE, shop_url, "writer" if n % 2 == 0 else "reader"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
+    assert recorded(shop_url) == HEAD and drift(shop_url) == []

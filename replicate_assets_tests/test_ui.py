@@ -141,7 +141,7 @@ def test_the_ui_shows_the_chain_its_checks_and_sensors(server):
         'repositoryName: "__repository__"}) { ... on Sensors { results { name sensorState { status } } } } }'
     )
     nodes = {n["assetKey"]["path"][0]: n for n in data["assetNodes"]}
-    assert set(nodes) == {"product_images", "clip_embeddings", "embedding_table", *SIMILARITY}
+    assert set(nodes) == {"product_images", "clip_embeddings", "embedding_table", "embeddings_parquet", *SIMILARITY}
     assert [d["path"][0] for d in nodes["clip_embeddings"]["dependencyKeys"]] == ["product_images"]
     assert {d["path"][0] for d in nodes["embedding_table"]["dependencyKeys"]} == {"product_images", "clip_embeddings"}
     assert all(n["isPartitioned"] != (name in SIMILARITY) for name, n in nodes.items())

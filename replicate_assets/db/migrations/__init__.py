@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 VERSION_TABLE = "replicate_assets_version"
 HERE = Path(__file__).parent
-LOCK = "replicate_assets_migrate"
+LOCK = "replicate_assets_migrate:"  # MySQL's GET_LOCK names are server-wide: the database's name is added
 LOCK_KEY = 0x5EA5E7  # pg_advisory_xact_lock's key for our migrations
 MIGRATE = "replicate-assets migrate"
 REVIEW = "replicate-assets migrate --sql"
@@ -209,17 +209,22 @@ def _locked(schema: Schema) -> Iterator[sa.Connection]:
         with _sqlite_engine(schema.engine.url).begin() as conn:
             yield conn
         return
-    with schema.engine.begin() as conn:
-        if dialect == "postgresql":
+    if dialect == "postgresql":
+        with schema.engine.begin() as conn:  # the lock ends with the transaction: after its commit
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             yield conn
-            return
-        if conn.execute(sa.text("SELECT GET_LOCK(:name, 600)"), {"name": LOCK}).scalar() != 1:
+        return
+    with schema.engine.connect() as conn:  # MySQL: a session lock, released only after the commit
+        got = conn.execute(sa.text("SELECT GET_LOCK(CONCAT(:name, DATABASE()), 600)"), {"name": LOCK}).scalar()
+        conn.commit()
+        if got != 1:
             raise CatalogueError("another process has been migrating the shop database for 10 minutes: try again")
         try:
-            yield conn
+            with conn.begin():
+                yield conn
         finally:
-            conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK})
+            conn.execute(sa.text("SELECT RELEASE_LOCK(CONCAT(:name, DATABASE()))"), {"name": LOCK})
+            conn.commit()
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
