@@ -140,6 +140,13 @@ def test_an_increment_gives_the_same_lists_as_a_rebuild(shop_url, embedded, imag
             sa.text("UPDATE product_images SET path = 'changed/1.png', updated_at = :d WHERE id = 1"), {"d": new_day}
         )
         conn.execute(sa.text("UPDATE products SET deleted_at = :d WHERE id = 4"), {"d": new_day})
+        several = conn.execute(  # an image deleted outright (its embedding goes with it), its product stays
+            sa.text(
+                "SELECT MAX(e.product_image_id) FROM product_embeddings e WHERE e.product_id IN (SELECT product_id "
+                "FROM product_embeddings WHERE product_id NOT IN (1, 4) GROUP BY product_id HAVING COUNT(*) > 1)"
+            )
+        ).scalar_one()
+        conn.execute(sa.text("DELETE FROM product_images WHERE id = :i"), {"i": several})
     assert materialize_chain(resources, first=DAYS[0], last=DAYS[-1]).success
     result = similarity_run(resources, tmp_path, instance=instance)
     assert result.success
