@@ -1,13 +1,23 @@
 """Similar products above the size where the lists are computed exactly, on CLIP-like vectors (a shared direction,
 categories, variants, near-copies), against a brute force that shares no code with the lists
-(`replicate_assets.testing.exact`). No database: the lists' math alone, at a size a test can afford."""
+(`replicate_assets.testing.exact`). The first test is the lists' math alone; the second runs the update on SQLite."""
+
+import datetime as dt
 
 import numpy as np
+import sqlalchemy as sa
 
+from replicate_assets.db import connect, engine_for
+from replicate_assets.db.similarities import SimilarityStore
+from replicate_assets.db.vectors import VectorStore
 from replicate_assets.similarity.lists import similar_products
 from replicate_assets.similarity.neighbours import EXACT_LIMIT, Images
+from replicate_assets.similarity.update import FULL_ABOVE, update_similarities
 from replicate_assets.similarity.vectors import digest
 from replicate_assets.testing.exact import brute_force, clip_like, recall
+from replicate_assets.testing.sample_shop import create_shop_tables
+
+MODEL = "openai/clip"
 
 
 def test_the_approximate_lists_above_the_exact_size_match_an_independent_reference():
@@ -29,3 +39,66 @@ def test_the_approximate_lists_above_the_exact_size_match_an_independent_referen
     assert recall(lists, truth) >= 0.98
     assert 5 not in lists[3] and 3 not in lists[5]
     assert all(len(lists[p]) == 20 and p not in lists[p] for p in sample)
+
+
+def test_an_increment_that_would_touch_most_lists_rebuilds_them_all_and_stays_exact(tmp_path):
+    """1,600 products (3,200 CLIP-like images) published straight into product_embeddings: one new product is an
+    increment; soft-deleting a quarter of the catalogue (1,200 stay: above the size where the rule applies) touches
+    most lists, so the update falls back to a full rebuild. Both times the lists equal the brute force."""
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = engine_for(url)
+    create_shop_tables(engine)
+    products, vectors = clip_like(1_601, seed=5)
+    now = dt.datetime(2025, 1, 15, 12)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO products (id, name, created_at, updated_at) VALUES (:id, :name, :at, :at)"),
+            [{"id": p, "name": f"p{p}", "at": now} for p in range(1, 1_602)],
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO product_images (id, product_id, path, created_at, updated_at) "
+                "VALUES (:id, :product, :path, :at, :at)"
+            ),
+            [{"id": i + 1, "product": int(p), "path": f"{i + 1}.png", "at": now} for i, p in enumerate(products)],
+        )
+    schema = connect(url)
+    schema.ensure_tables()
+
+    def publish(first: int, last: int) -> None:  # images first..last (1-based), as embedding_table writes them
+        with engine.begin() as conn:
+            conn.execute(
+                schema.embeddings.insert(),
+                [
+                    {
+                        "product_image_id": i + 1,
+                        "product_id": int(products[i]),
+                        "model": MODEL,
+                        "dimensions": 768,
+                        "image_url": f"http://images.example/{i + 1}.png",
+                        "created_at": now,
+                        "updated_at": now,
+                        "embedding": vectors[i].tolist(),
+                    }
+                    for i in range(first - 1, last)
+                ],
+            )
+
+    def exact_now() -> None:
+        live = VectorStore(schema).catalogue(MODEL).images
+        stored = SimilarityStore(schema).lists(np.unique(live.products).tolist())
+        truth, _ = brute_force(live, np.unique(live.products).tolist(), 20)
+        assert {p: [q for q, _ in listed] for p, listed in stored.items()} == truth
+
+    publish(1, 3_200)  # products 1..1,600
+    assert update_similarities(schema, MODEL, 20).mode == "full"
+    publish(3_201, 3_202)  # one new product
+    small = update_similarities(schema, MODEL, 20)
+    assert (small.mode, small.reason) == ("incremental", "new or changed images")
+    assert small.lists_written < 200
+    exact_now()
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE products SET deleted_at = :at WHERE id % 4 = 0"), {"at": now})
+    large = update_similarities(schema, MODEL, 20)
+    assert (large.mode, large.reason) == ("full", f"more than {FULL_ABOVE:.0%} of the lists changed")
+    exact_now()
