@@ -99,8 +99,9 @@ def page_routes(
             if "like" in params:
                 product = product_id(params["like"])
                 answer = searcher.like_product(product, RESULTS)
-                found = browse.products([product, *(other for other, _ in browse.duplicates(product))])
-                duplicates = [(found[o], why) for o, why in browse.duplicates(product) if o in found]
+                pairs = browse.duplicates(product)
+                found = browse.products([product, *(other for other, _ in pairs)])
+                duplicates = [(found[o], why) for o, why in pairs if o in found]
                 heading = f"Similar products ({len(answer.hits)})"
                 return {
                     "hits": answer.hits,

@@ -59,7 +59,7 @@ def migrate(args: argparse.Namespace) -> int:
     if args.sql:
         print(migrations.sql(schema, found, target), end="")
         return 0
-    before, after = migrations.move(schema, found, target)
+    before, after = migrations.move(schema, target)
     if before.current == after.current:
         print(f"nothing to do: schema revision {after.current} ({migrations.known()[after.current]})")
         return 0

@@ -133,7 +133,7 @@ class Schema:
 
     def migrate(self) -> list[str]:
         """Bring our tables to this release's revision; returns the tables it created."""
-        before, after = migrations.move(self, migrations.version(self), migrations.head())
+        before, after = migrations.move(self, migrations.head())
         self._ready = True
         return [table for table in after.ours if table not in before.ours]
 

@@ -215,7 +215,7 @@ class Searcher:
             names = {}
             if "name" in p.c:
                 names = dict(conn.execute(sa.select(p.c.id, p.c.name).where(p.c.id.in_(products))).all())
-            first: dict[int, tuple[int, str]] = {}
+            first: dict[int, int] = {}  # each product's first image
             images: dict[int, str] = {}
             for image_id, product, url in conn.execute(
                 sa.select(v.c.product_image_id, v.c.product_id, v.c.image_url)
@@ -223,9 +223,9 @@ class Searcher:
                 .order_by(v.c.product_image_id)
             ):
                 images[int(image_id)] = url
-                first.setdefault(int(product), (int(image_id), url))
+                first.setdefault(int(product), int(image_id))
         hits = []
         for product, score, image in ranked:
-            image = image if image in images else first.get(product, (None, None))[0]
+            image = image if image in images else first.get(product)
             hits.append(Hit(product, names.get(product), round(score, 4), images.get(image), image_id=image))
         return hits

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,9 @@ class Version:
         )
 
 
+@functools.cache
 def _script() -> ScriptDirectory:
+    """The revisions of this release, read once a process: `connect()` asks for the head on every call."""
     return ScriptDirectory(str(HERE))
 
 
@@ -135,7 +138,7 @@ def _is_upgrade(found: Version, to: str) -> bool:
     return found.current is None or order.index(to) >= order.index(found.current)
 
 
-def move(schema: Schema, found: Version, to: str) -> tuple[Version, Version]:
+def move(schema: Schema, to: str) -> tuple[Version, Version]:
     """Upgrade or roll back our tables to `to`; returns the versions before and after."""
     with _locked(schema) as conn:
         before = _version_on(conn, schema)

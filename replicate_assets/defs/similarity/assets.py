@@ -85,8 +85,8 @@ def sample_markdown(schema: Schema, model: str, count: int = 5, top: int = 5) ->
     """A few products drawn at random with their top `top` names and scores, as a Markdown table (names escaped)."""
     browse = Browse(schema, model)
     drawn = browse.sample(count, random.Random())
-    lists = SimilarityStore(schema).lists(drawn)
-    names = browse.products([*drawn, *(other for p in drawn for other, _ in lists.get(p, [])[:top])])
+    lists = {p: listed[:top] for p, listed in SimilarityStore(schema).lists(drawn).items()}
+    names = browse.products([*drawn, *(other for listed in lists.values() for other, _ in listed)])
     if not drawn:
         return "No lists yet."
 
@@ -96,8 +96,7 @@ def sample_markdown(schema: Schema, model: str, count: int = 5, top: int = 5) ->
 
     header = ["product", *(f"{n}." for n in range(1, top + 1))]
     rows = [
-        [named(p), *(f"{named(o)} {s:.3f}" for o, s in lists.get(p, [])[:top])]
-        + [""] * (top - len(lists.get(p, [])[:top]))
+        [named(p), *(f"{named(o)} {s:.3f}" for o, s in lists.get(p, [])), *[""] * (top - len(lists.get(p, [])))]
         for p in drawn
     ]
     lines = [header, ["---"] * len(header), *rows]
