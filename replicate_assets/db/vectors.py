@@ -17,7 +17,7 @@ from replicate_assets.db.engine import in_transaction, pages, upsert_statement
 from replicate_assets.db.instants import as_instant, precise_now
 from replicate_assets.db.schema import Schema
 from replicate_assets.similarity.neighbours import Images
-from replicate_assets.similarity.vectors import digest, from_bytes, normalised, parse, to_bytes
+from replicate_assets.similarity.vectors import DTYPE, digest, from_bytes, parse_many, to_bytes
 from replicate_assets.urls import url_hash
 
 COLUMNS = ("product_image_id", "product_id", "model", "image_url", "url_hash", "digest", "published_at", "updated_at")
@@ -89,35 +89,33 @@ class VectorStore:
                 e.c.product_id,
                 e.c.image_url,
                 e.c.updated_at,
-                # as stored: a row other code wrote may be no JSON at all, and is skipped, not fatal
-                sa.type_coerce(e.c.embedding, sa.Text).label("embedding"),
+                # as stored, as text: a row other code wrote may be no JSON at all, and is skipped, not fatal
+                _as_text(self.engine, e.c.embedding).label("embedding"),
             )
             .select_from(e.outerjoin(v, v.c.product_image_id == e.c.product_image_id))
             .where(e.c.model == model, changed)
         )
         copied = skipped = 0
         for page in pages(self.engine, query, e.c.product_image_id, page_size):
-            rows, now = [], precise_now()
-            for row in page:
-                try:
-                    vector = normalised(parse(row.embedding, self.dimensions))
-                except ValueError:
-                    skipped += 1
-                    continue
-                rows.append(
-                    {
-                        "product_image_id": row.product_image_id,
-                        "product_id": row.product_id,
-                        "model": model,
-                        "image_url": row.image_url,
-                        "url_hash": url_hash(row.image_url) if row.image_url else None,
-                        "digest": digest(vector),
-                        "published_at": row.updated_at,
-                        "updated_at": now,
-                        "removed": False,
-                        "vector": to_bytes(vector),
-                    }
-                )
+            matrix, usable = parse_many([row.embedding for row in page], self.dimensions)
+            skipped += len(page) - int(usable.sum())
+            now = precise_now()
+            rows = [
+                {
+                    "product_image_id": row.product_image_id,
+                    "product_id": row.product_id,
+                    "model": model,
+                    "image_url": row.image_url,
+                    "url_hash": url_hash(row.image_url) if row.image_url else None,
+                    "digest": digest(vector),
+                    "published_at": row.updated_at,
+                    "updated_at": now,
+                    "removed": False,
+                    "vector": to_bytes(vector),
+                }
+                for row, vector, ok in zip(page, matrix, usable.tolist(), strict=True)
+                if ok
+            ]
             if rows:
                 in_transaction(
                     self.engine, lambda conn, rows=rows: conn.execute(upsert_statement(conn, v, COLUMNS, KEY), rows)
@@ -177,20 +175,11 @@ class VectorStore:
         with self.engine.connect() as conn:
             # first: a vector that changes while the rows are read is newer than `as_of`, so it stays unlisted
             as_of = conn.execute(sa.select(sa.func.max(v.c.updated_at)).where(v.c.model == model)).scalar()
-            rows = conn.execute(query).all()
-        live = [r for r in rows if not r.removed and r.deleted is None and r.product_found is not None]
-        gone = {int(r.product_id) for r in rows if r.was_listed and (r.removed or r.deleted or not r.product_found)}
-        hidden = {int(r.product_id) for r in rows if r.deleted or not r.product_found}
-        images = Images(
-            np.array([r.product_image_id for r in live], dtype=np.int64),
-            np.array([r.product_id for r in live], dtype=np.int64),
-            from_bytes([r.vector for r in live], self.dimensions),
-            np.array([r.digest for r in live], dtype=object),
-            np.array([r.url_hash for r in live], dtype=object),
-        )
-        unlisted = np.array([bool(r.unlisted) for r in live], dtype=bool)
-        relisted = np.array([bool(r.was_listed and r.unlisted) for r in live], dtype=bool)
-        return Catalogue(images, unlisted, relisted, gone, hidden, as_of)
+            expected = conn.execute(sa.select(sa.func.count()).where(v.c.model == model)).scalar() or 0
+            read = _Reader(expected, self.dimensions)
+            for chunk in conn.execution_options(stream_results=True, yield_per=10_000).execute(query).partitions():
+                read.add(chunk)
+        return read.catalogue(as_of)
 
     def product_vectors(self, model: str, product_id: int) -> np.ndarray:
         """The live vectors of one product (none when it is unknown, soft-deleted or has no embedding)."""
@@ -223,3 +212,56 @@ class VectorStore:
                 conn.execute(sa.update(v).where(v.c.product_id.in_(hidden[lo : lo + 1000])).values(listed_at=None))
 
         in_transaction(self.engine, work)
+
+
+def _as_text(engine: sa.Engine, column: sa.ColumnElement) -> sa.ColumnElement:
+    """A JSON column as its text: PostgreSQL's driver would parse it into Python lists (slower than `parse_many`)."""
+    if engine.dialect.name == "postgresql":
+        return sa.cast(column, sa.Text)
+    return sa.type_coerce(column, sa.Text)
+
+
+class _Reader:
+    """Rows of `VectorStore.catalogue` as they stream in, their vectors straight into one preallocated matrix (a
+    million vectors are 3 GB: they are never held twice)."""
+
+    def __init__(self, expected: int, dimensions: int):
+        self.vectors = np.empty((expected, dimensions), dtype=DTYPE)
+        self.size, self.columns = 0, {name: [] for name in ("ids", "products", "digests", "url_hashes", "unlisted")}
+        self.relisted: list[bool] = []
+        self.gone: set[int] = set()
+        self.hidden: set[int] = set()
+
+    def add(self, rows) -> None:
+        live = []
+        for r in rows:
+            if r.removed or r.deleted or r.product_found is None:
+                if r.was_listed:
+                    self.gone.add(int(r.product_id))
+                if r.deleted or r.product_found is None:
+                    self.hidden.add(int(r.product_id))
+                continue
+            live.append(r)
+        if self.size + len(live) > len(self.vectors):  # rows added since they were counted
+            grown = np.empty((max(2 * len(self.vectors), self.size + len(live)), self.vectors.shape[1]), DTYPE)
+            grown[: self.size] = self.vectors[: self.size]
+            self.vectors = grown
+        self.vectors[self.size : self.size + len(live)] = from_bytes([r.vector for r in live], self.vectors.shape[1])
+        self.size += len(live)
+        c = self.columns
+        for r in live:
+            c["ids"].append(r.product_image_id), c["products"].append(r.product_id), c["digests"].append(r.digest)
+            c["url_hashes"].append(r.url_hash), c["unlisted"].append(bool(r.unlisted))
+            self.relisted.append(bool(r.was_listed and r.unlisted))
+
+    def catalogue(self, as_of) -> Catalogue:
+        c = self.columns
+        images = Images(
+            np.array(c["ids"], dtype=np.int64),
+            np.array(c["products"], dtype=np.int64),
+            self.vectors[: self.size],
+            np.array(c["digests"], dtype=object),
+            np.array(c["url_hashes"], dtype=object),
+        )
+        unlisted, relisted = np.array(c["unlisted"], dtype=bool), np.array(self.relisted, dtype=bool)
+        return Catalogue(images, unlisted, relisted, self.gone, self.hidden, as_of)

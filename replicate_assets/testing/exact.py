@@ -18,31 +18,64 @@ def brute_force(images, products: list[int], k: int) -> tuple[dict[int, list[int
     `images` has `products` (one per image), unit `vectors` and `url_hashes` (None where unknown); products
     sharing a URL hash or a byte-identical vector are duplicates, never listed."""
     started = time.perf_counter()
-    vectors, owners = np.asarray(images.vectors, dtype=np.float32), np.asarray(images.products)
-    order = np.argsort(owners, kind="stable")
-    ranked = owners[order]
-    firsts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    catalogue = ranked[firsts]
-    same_image: dict[int, set[int]] = {}
-    for keys in (list(images.url_hashes), [v.tobytes() for v in vectors]):
-        sharing: dict[object, set[int]] = {}
-        for key, owner in zip(keys, owners.tolist(), strict=True):
-            if key:
-                sharing.setdefault(key, set()).add(owner)
-        for group in sharing.values():
-            for owner in group:
-                same_image.setdefault(owner, set()).update(group)
     found = {}
-    for product in products:
-        mine = vectors[owners == product]
-        best = np.full(len(vectors), -np.inf, dtype=np.float32)
-        for lo in range(0, len(vectors), 65536):
-            best[lo : lo + 65536] = (mine @ vectors[lo : lo + 65536].T).max(axis=0)
-        per_product = np.maximum.reduceat(best[order], firsts)
-        per_product[np.isin(catalogue, list(same_image.get(product, set()) | {product}))] = -np.inf
-        top = np.argsort(-per_product, kind="stable")[:k]
-        found[product] = [int(catalogue[i]) for i in top if np.isfinite(per_product[i])]
+    for product, (catalogue, scores) in _Scores(images).of(products):
+        top = np.argsort(-scores, kind="stable")[:k]
+        found[product] = [int(catalogue[i]) for i in top if np.isfinite(scores[i])]
     return found, (time.perf_counter() - started) / max(1, len(products))
+
+
+def wrong_lists(lists: dict[int, list[tuple[int, float]]], images, products: list[int], k: int, atol: float = 1e-5):
+    """What is wrong with the stored `lists` (product -> [(other, score)], best first) of `products`, by the brute
+    force: an entry whose score is not its true one, a product that may not be listed, or a list whose scores are
+    not the best `k` (equal scores within `atol` may come in either order: float rounding decides among ties)."""
+    problems = []
+    for product, (catalogue, scores) in _Scores(images).of(products):
+        listed = lists.get(product, [])
+        best = np.sort(scores[np.isfinite(scores)])[::-1][:k]
+        at = np.searchsorted(catalogue, [q for q, _ in listed])
+        true = [
+            float(scores[i]) if i < len(catalogue) and catalogue[i] == q else None
+            for i, (q, _) in zip(at, listed, strict=True)
+        ]
+        if any(t is None or not np.isfinite(t) or abs(t - s) > atol for t, (_, s) in zip(true, listed, strict=True)):
+            problems.append(f"product {product}: {listed} has entries that are not its true scores ({true})")
+        elif len(listed) != len(best) or not np.allclose([s for _, s in listed], best, atol=atol):
+            problems.append(f"product {product}: scores {[s for _, s in listed]} are not the best {best.tolist()}")
+    return problems
+
+
+class _Scores:
+    """Each product's best-pair score against every product (itself and its duplicates at -inf)."""
+
+    def __init__(self, images):
+        self.vectors = np.asarray(images.vectors, dtype=np.float32)
+        self.owners = np.asarray(images.products)
+        self.order = np.argsort(self.owners, kind="stable")
+        ranked = self.owners[self.order]
+        self.firsts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        self.catalogue = ranked[self.firsts]
+        self.same_image: dict[int, set[int]] = {}
+        for keys in (list(images.url_hashes), [v.tobytes() for v in self.vectors]):
+            sharing: dict[object, set[int]] = {}
+            for key, owner in zip(keys, self.owners.tolist(), strict=True):
+                if key:
+                    sharing.setdefault(key, set()).add(owner)
+            for group in sharing.values():
+                for owner in group:
+                    self.same_image.setdefault(owner, set()).update(group)
+
+    def of(self, products):
+        vectors = self.vectors
+        for product in products:
+            mine = vectors[self.owners == product]
+            best = np.full(len(vectors), -np.inf, dtype=np.float32)
+            for lo in range(0, len(vectors), 65536):
+                best[lo : lo + 65536] = (mine @ vectors[lo : lo + 65536].T).max(axis=0)
+            per_product = np.maximum.reduceat(best[self.order], self.firsts)
+            excluded = list(self.same_image.get(product, set()) | {product})
+            per_product[np.isin(self.catalogue, excluded)] = -np.inf
+            yield product, (self.catalogue, per_product)
 
 
 def recall(lists: dict[int, list[int]], truth: dict[int, list[int]]) -> float:
