@@ -26,6 +26,7 @@ from pathlib import Path
 
 import requests
 import similarity_cases
+import similarity_scale
 import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -609,6 +610,7 @@ CASES = {
     "resume": case_resume,
     "throttled": case_throttled,
     **similarity_cases.CASES,
+    **similarity_scale.CASES,
 }
 
 

@@ -43,8 +43,9 @@ def test_the_approximate_lists_above_the_exact_size_match_an_independent_referen
 
 def test_an_increment_that_would_touch_most_lists_rebuilds_them_all_and_stays_exact(tmp_path):
     """1,600 products (3,200 CLIP-like images) published straight into product_embeddings: one new product is an
-    increment; soft-deleting a quarter of the catalogue (1,200 stay: above the size where the rule applies) touches
-    most lists, so the update falls back to a full rebuild. Both times the lists equal the brute force."""
+    increment, and so are three products losing an image; soft-deleting a quarter of the catalogue (1,200 stay:
+    above the size where the rule applies) touches most lists, so the update falls back to a full rebuild. Every
+    time the lists equal the brute force."""
     url = f"sqlite:///{tmp_path / 'shop.db'}"
     engine = engine_for(url)
     create_shop_tables(engine)
@@ -97,6 +98,12 @@ def test_an_increment_that_would_touch_most_lists_rebuilds_them_all_and_stays_ex
     assert (small.mode, small.reason) == ("incremental", "new or changed images")
     assert small.lists_written < 200
     exact_now()
+    with engine.begin() as conn:  # one image of each of three products deleted outright: the products stay
+        conn.execute(sa.text("DELETE FROM product_embeddings WHERE product_image_id IN (21, 401, 2001)"))
+        conn.execute(sa.text("DELETE FROM product_images WHERE id IN (21, 401, 2001)"))
+    fewer = update_similarities(schema, MODEL, 20)
+    assert fewer.mode == "incremental" and fewer.lists_recomputed < 200
+    exact_now()  # their own lists too: computed again from the image each has left
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE products SET deleted_at = :at WHERE id % 4 = 0"), {"at": now})
     large = update_similarities(schema, MODEL, 20)

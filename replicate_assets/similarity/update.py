@@ -38,6 +38,7 @@ class Updated:
     images: int
     products: int
     lists_written: int
+    lists_recomputed: int  # lists computed against every image (new and changed products, lists that showed one)
     rows_written: int
     duplicate_pairs: int
     vectors_copied: int
@@ -77,20 +78,20 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
     )
     at, pairs = utcnow(), duplicate_pairs(images)
     if not reason:
-        touched, lists = _increment(catalogue, every, store, k, pairs)
+        touched, lists, recomputed = _increment(catalogue, every, store, k, pairs)
         if touched is None:
             reason = f"more than {FULL_ABOVE:.0%} of the lists changed"
     if reason:
         lists, touched = similar_products(images, k, pairs), None
         lap("compute")
         written = store.replace(lists, model, None, at)
-        mode, count = "full", len(every)
+        mode, count, recomputed = "full", len(every), len(every)
     elif touched:
         lap("compute")
         written = store.replace(lists, model, touched, at)
         mode, count = "incremental", len(touched)
     else:
-        written, mode, count, reason = 0, "none", 0, "nothing changed"
+        written, mode, count, reason, recomputed = 0, "none", 0, "nothing changed", 0
     duplicates = store.replace_duplicates(pairs, model, at) if mode != "none" else 0
     vectors.mark_listed(model, catalogue)
     lap("write")
@@ -102,6 +103,7 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
         len(images),
         len(every),
         count,
+        recomputed,
         written,
         duplicates,
         synced.copied,
@@ -124,21 +126,22 @@ def _mirror(schema: Schema, images, changed, model: str) -> str:
 
 def _increment(
     catalogue: Catalogue, products: set[int], store: SimilarityStore, k: int, pairs: dict
-) -> tuple[set[int] | None, Lists | None]:
-    """The lists that change, and their new contents; (None, None) when a full rebuild is cheaper. `products`:
-    the catalogue's live products."""
+) -> tuple[set[int] | None, Lists | None, int]:
+    """The lists that change, their new contents, and how many of them are computed against every image (the
+    rest take offered entries); (None, None, 0) when a full rebuild is cheaper. `products`: the live products."""
     images = catalogue.images
     new = set(np.unique(images.products[catalogue.unlisted]).tolist())
     changed = set(np.unique(images.products[catalogue.relisted]).tolist())
     gone = catalogue.gone_products | changed
     if not new and not gone:
-        return set(), None
+        return set(), None, 0
     # Lists that show a product whose vectors changed or left are computed again. New and changed products get
     # their own lists, and offer their (new) scores to every other list: a changed image may enter lists too.
     fresh = new
-    again = (store.containing(gone) & products) - fresh
+    # ... and so are the lists of live products that lost an image (their scores can only fall: nothing to offer)
+    again = ((store.containing(gone) | catalogue.gone_products) & products) - fresh
     if len(products) >= FULL_FROM and len(again | fresh) > FULL_ABOVE * len(products):
-        return None, None
+        return None, None, 0
     parts, touched = [], set(catalogue.gone_products)
     if again:
         parts.append(recomputed(images, sorted(again), k, pairs))
@@ -149,4 +152,4 @@ def _increment(
         parts += [own, merged(store.lists(offers), offers, k)]
         touched |= fresh | set(offers)
     lists = Lists(*(np.concatenate([getattr(part, f) for part in parts]) for f in ("p", "q", "s", "rank")))
-    return touched, lists
+    return touched, lists, len(again | fresh)

@@ -7,6 +7,7 @@ products showing the very same image left out).
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -56,7 +57,7 @@ class _Scores:
         self.firsts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
         self.catalogue = ranked[self.firsts]
         self.same_image: dict[int, set[int]] = {}
-        for keys in (list(images.url_hashes), [v.tobytes() for v in self.vectors]):
+        for keys in (list(images.url_hashes), [hashlib.sha256(v.tobytes()).digest() for v in self.vectors]):
             sharing: dict[object, set[int]] = {}
             for key, owner in zip(keys, self.owners.tolist(), strict=True):
                 if key:
@@ -84,22 +85,44 @@ def recall(lists: dict[int, list[int]], truth: dict[int, list[int]]) -> float:
     return hit / max(1, sum(map(len, truth.values())))
 
 
-def clip_like(products: int, images_per_product: int = 2, categories: int = 50, dimensions: int = 768, seed: int = 3):
+BLOCK = 10_000  # products generated together: any range of products gives the same vectors
+
+
+def clip_like(
+    products: int,
+    images_per_product: int = 2,
+    categories: int = 50,
+    dimensions: int = 768,
+    seed: int = 3,
+    first: int = 1,
+    version: int = 0,
+):
     """Unit vectors shaped like CLIP's image embeddings: a strong direction every image shares (unrelated images
     score about 0.5), a category each product belongs to, the product's own look, and its images as variants of
     it; every 50th product shows a near-copy of another product's image. Returns (products, vectors): one row per
-    image, products numbered from 1."""
-    rng = np.random.default_rng(seed)
+    image of products `first`..`first + products - 1`, the same vectors whichever range asks for them.
+    `version` > 0: the same products photographed again (their look kept, new variants): changed images."""
+    shared_rng = np.random.default_rng(seed)
+    shared, kinds = _directions(shared_rng, 1, dimensions)[0], _directions(shared_rng, categories, dimensions)
+    owners, parts = [], []
+    last = first + products - 1
+    for block in range((first - 1) // BLOCK, (last - 1) // BLOCK + 1):
+        rng = np.random.default_rng([seed, block])
+        looks = _directions(rng, BLOCK, dimensions)
+        category = rng.integers(0, categories, BLOCK)
+        variants = _directions(np.random.default_rng([seed, block, version]), BLOCK * images_per_product, dimensions)
+        owner = np.repeat(np.arange(block * BLOCK + 1, (block + 1) * BLOCK + 1), images_per_product)
+        local = owner - block * BLOCK - 1
+        vectors = 0.7 * shared + 0.45 * kinds[category[local]] + 0.4 * looks[local] + 0.15 * variants
+        copies = np.arange(0, len(owner), 50 * images_per_product)
+        noise = _directions(np.random.default_rng([seed, block, version, 1]), len(copies), dimensions)
+        vectors[copies] = vectors[(copies + 7 * images_per_product) % len(owner)] + 0.01 * noise
+        keep = (owner >= first) & (owner <= last)
+        owners.append(owner[keep])
+        parts.append((vectors[keep] / np.linalg.norm(vectors[keep], axis=1, keepdims=True)).astype(np.float32))
+    return np.concatenate(owners).astype(np.int64), np.concatenate(parts)
 
-    def directions(count: int) -> np.ndarray:
-        raw = rng.standard_normal((count, dimensions)).astype(np.float32)
-        return raw / np.linalg.norm(raw, axis=1, keepdims=True)
 
-    shared, kinds, looks = directions(1)[0], directions(categories), directions(products)
-    owner = np.repeat(np.arange(1, products + 1), images_per_product)
-    category = rng.integers(0, categories, products)[owner - 1]
-    vectors = 0.7 * shared + 0.45 * kinds[category] + 0.4 * looks[owner - 1]
-    vectors += 0.15 * directions(len(owner))
-    copies = np.arange(0, len(owner), 50 * images_per_product)
-    vectors[copies] = vectors[(copies + 7 * images_per_product) % len(owner)] + 0.01 * directions(len(copies))
-    return owner.astype(np.int64), (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+def _directions(rng, count: int, dimensions: int) -> np.ndarray:
+    raw = rng.standard_normal((count, dimensions), dtype=np.float32)
+    return raw / np.linalg.norm(raw, axis=1, keepdims=True)

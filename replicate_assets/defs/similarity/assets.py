@@ -67,6 +67,7 @@ def product_similarities(
             "images": updated.images,
             "products": updated.products,
             "lists_written": updated.lists_written,
+            "lists_recomputed": updated.lists_recomputed,
             "rows_written": updated.rows_written,
             "duplicate_pairs": updated.duplicate_pairs,
             "vectors_copied": updated.vectors_copied,
