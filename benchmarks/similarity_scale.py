@@ -191,6 +191,16 @@ class Shop:
                 products = list(products)
         return store.lists(sorted(products))
 
+    def showing(self, products: list[int]) -> set[int]:
+        """The products whose lists show any of `products` now."""
+        found: set[int] = set()
+        with self.engine.connect() as conn:
+            for lo in range(0, len(products), 5_000):
+                part = ",".join(str(int(p)) for p in products[lo : lo + 5_000])
+                query = f"SELECT DISTINCT product_id FROM product_similarities WHERE similar_product_id IN ({part})"
+                found.update(conn.execute(sa.text(query)).scalars())
+        return found
+
     def written_last(self) -> list[int]:
         with self.engine.connect() as conn:
             return list(
@@ -265,12 +275,21 @@ def scale_rows(kind: str, products: int, shares: tuple[float, ...], rebuild_each
         for share in shares:
             count = max(1, round(size * share))
             touched = change(shop, count, rng)
+            shrunk = np.unique((touched["deleted"] + 1) // 2)
+            showed = shop.showing(sorted({*touched["changed"].tolist(), *shrunk.tolist()}))
             increment = shop.run("--always-increment")
             images = catalogue(shop)
-            written = shop.written_last()
-            check = sorted(rng.choice(written, min(SAMPLE, len(written)), replace=False).tolist())
-            wrong = wrong_lists(shop.lists(check), images, check, K)
             live = set(np.unique(images.products).tolist())
+            # computed against every image, so exact: new and changed products, those that lost an image, and
+            # the lists that showed one of those; the other lists written took offered entries into the lists
+            # the rebuild gave (approximate above the exact size): their entries must hold their true scores
+            recomputed = sorted(live & {*touched["new"].tolist(), *touched["changed"].tolist(), *shrunk, *showed})
+            written = shop.written_last()
+            check = sorted(rng.choice(recomputed, min(SAMPLE, len(recomputed)), replace=False).tolist())
+            wrong = wrong_lists(shop.lists(check), images, check, K)
+            offered = sorted(set(written) - set(recomputed))
+            offered = sorted(rng.choice(offered, min(SAMPLE, len(offered)), replace=False).tolist())
+            stale = [p for p in wrong_lists(shop.lists(offered), images, offered, K) if "true scores" in p]
             picks = [x for x in (*touched["new"].tolist(), *touched["changed"].tolist()) if x in live]
             picks = rng.choice(picks, min(len(picks), 2 * SAMPLE // 3), replace=False).tolist()
             picks = sorted({*picks, *rng.choice(sorted(live - set(written)), SAMPLE - len(picks)).tolist()})
@@ -278,10 +297,11 @@ def scale_rows(kind: str, products: int, shares: tuple[float, ...], rebuild_each
             del images
             rebuild = shop.run("--full") if rebuild_each else None
             versus = f"; a full rebuild of the same data {rebuild['wall']:.1f} s" if rebuild else ""
+            exact = not wrong and not stale
             target = "exact lists written" + ("; <= 60 s" if size >= 1_000_000 and share == 0.01 else "")
-            ok = not wrong and (increment["wall"] <= 60 if size >= 1_000_000 and share == 0.01 else True)
+            ok = exact and (increment["wall"] <= 60 if size >= 1_000_000 and share == 0.01 else True)
             if size >= 1_000_000 and count == 1_000:
-                target, ok = "<= 5 s, exact lists written", not wrong and increment["wall"] <= 5
+                target, ok = "<= 5 s, exact lists written", exact and increment["wall"] <= 5
             rows.append(
                 row(
                     f"similar: increment {share:.1%} ({kind})",
@@ -289,13 +309,14 @@ def scale_rows(kind: str, products: int, shares: tuple[float, ...], rebuild_each
                     f"{len(touched['changed']):,} changed and {len(touched['deleted']):,} deleted images",
                     f"{increment['mode']}: {increment['wall']:.1f} s wall ({phases(increment)}); "
                     f"{increment['lists_recomputed']:,} lists recomputed, {increment['lists_written']:,} written; "
-                    f"{len(wrong)} of {len(check)} written lists checked not exact; recall@20 {measured:.4f} on "
+                    f"{len(wrong)} of {len(check)} recomputed lists not exact, {len(stale)} of {len(offered)} "
+                    f"offered ones with a stale score; recall@20 {measured:.4f} on "
                     f"{len(picks)} products (new, changed, untouched){versus}",
                     target,
                     ok,
                 )
             )
-            for problem in wrong[:3]:
+            for problem in (wrong + stale)[:3]:
                 print("   ", problem[:300], flush=True)
     finally:
         shop.close()
