@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args()
     if args.always_increment:
-        update.FULL_ABOVE = float("inf")
+        update.FULL_FROM = float("inf")  # no catalogue is large enough for the rule
     resources = {
         "shop": ShopDatabase(url=args.url),
         "replicate": ReplicateResource(api_token="unused-by-this-asset"),

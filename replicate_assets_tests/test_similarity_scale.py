@@ -12,7 +12,7 @@ from replicate_assets.db.similarities import SimilarityStore
 from replicate_assets.db.vectors import VectorStore
 from replicate_assets.similarity.lists import similar_products
 from replicate_assets.similarity.neighbours import EXACT_LIMIT, Images
-from replicate_assets.similarity.update import FULL_ABOVE, update_similarities
+from replicate_assets.similarity.update import rebuild_limit, update_similarities
 from replicate_assets.similarity.vectors import digest
 from replicate_assets.testing.exact import brute_force, clip_like, recall, wrong_lists
 from replicate_assets.testing.sample_shop import create_shop_tables
@@ -107,5 +107,7 @@ def test_an_increment_that_would_touch_most_lists_rebuilds_them_all_and_stays_ex
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE products SET deleted_at = :at WHERE id % 4 = 0"), {"at": now})
     large = update_similarities(schema, MODEL, 20)
-    assert (large.mode, large.reason) == ("full", f"more than {FULL_ABOVE:.0%} of the lists changed")
+    assert large.mode == "full" and "lists to compute again, more than a rebuild costs" in large.reason
+    assert large.lists_recomputed == large.products  # the rebuild computed every list
+    assert rebuild_limit(large.images, large.products) < 1_200  # the soft-deleted quarter was in most lists
     exact_now()

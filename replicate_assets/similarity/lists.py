@@ -18,7 +18,7 @@ from replicate_assets.similarity.neighbours import (
     best_of,
     best_pairs,
     floors,
-    nearest,
+    nearest_to_each,
     score_blocks,
     top,
     uncertain,
@@ -86,13 +86,16 @@ def similar_products(images: Images, k: int, duplicates: dict | None = None) -> 
     duplicates = duplicate_pairs(images) if duplicates is None else duplicates
     own = int(np.bincount(np.unique(images.products, return_inverse=True)[1]).max())
     width = min(len(images), k * 3 + own + 1)
-    positions, sims = nearest(images.vectors, images.vectors, width, exact=len(images) <= EXACT_LIMIT)
-    p, q, s = best_pairs(images.products, positions, sims, images.products)
+    parts, lowest = [], []
+    for lo, positions, sims in nearest_to_each(images.vectors, width, exact=len(images) <= EXACT_LIMIT):
+        parts.append(best_pairs(images.products[lo : lo + len(positions)], positions, sims, images.products))
+        lowest.append(sims[:, -1])
+    p, q, s = (np.concatenate([part[i] for part in parts]) for i in range(3))
     # Scores are symmetric: a pair found from one side counts for the other (an approximate index misses some)
     p, q, s = _without(*best_of(np.r_[p, q], np.r_[q, p], np.r_[s, s]), duplicates)
     p, q, s, rank = top(p, q, s, k)
     every = np.unique(images.products)
-    unsure = uncertain(p, s, rank, k, floors(images.products, sims, exhaustive=width >= len(images)), every)
+    unsure = uncertain(p, s, rank, k, floors(images.products, np.concatenate(lowest), width >= len(images)), every)
     if unsure:
         keep = ~np.isin(p, list(unsure))
         exact = recomputed(images, sorted(unsure), k, duplicates)

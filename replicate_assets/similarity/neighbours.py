@@ -54,10 +54,26 @@ def nearest(queries: np.ndarray, base: np.ndarray, k: int, exact: bool = True) -
     Returns (positions in `base`, similarities); a position of -1 pads when `base` has fewer than `k` rows.
     `exact=False` with a large base uses an inverted-file index (faster, recall below 1).
     """
-    faiss = _faiss()
     k = max(1, min(k, len(base))) if len(base) else 1
     if len(base) == 0:
         return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, DTYPE)
+    sims, positions = _index(base, exact).search(np.ascontiguousarray(queries, dtype=DTYPE), k)
+    return positions.astype(np.int64), sims
+
+
+def nearest_to_each(base: np.ndarray, k: int, exact: bool, rows: int = 50_000):
+    """`nearest` of every row of `base` among `base`, a block of `rows` queries at a time (one index): yields
+    (first row, positions, similarities), so that a million rows' neighbours are never all held at once."""
+    k = max(1, min(k, len(base)))
+    index = _index(base, exact) if len(base) else None
+    for lo in range(0, len(base), rows):
+        sims, positions = index.search(np.ascontiguousarray(base[lo : lo + rows], dtype=DTYPE), k)
+        yield lo, positions.astype(np.int64), sims
+
+
+def _index(base: np.ndarray, exact: bool):
+    """A faiss index over `base`: flat (exact) up to EXACT_LIMIT rows or when asked, else an inverted file."""
+    faiss = _faiss()
     if exact or len(base) <= EXACT_LIMIT:
         index = faiss.IndexFlatIP(base.shape[1])
     else:
@@ -67,8 +83,7 @@ def nearest(queries: np.ndarray, base: np.ndarray, k: int, exact: bool = True) -
         index.train(base[rng.choice(len(base), min(len(base), 40 * lists), replace=False)])
         index.nprobe = IVF_PROBES
     index.add(np.ascontiguousarray(base, dtype=DTYPE))
-    sims, positions = index.search(np.ascontiguousarray(queries, dtype=DTYPE), k)
-    return positions.astype(np.int64), sims
+    return index
 
 
 def best_pairs(
@@ -96,11 +111,11 @@ def top(p: np.ndarray, q: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray
     return p[keep], q[keep], s[keep], rank[keep]
 
 
-def floors(query_products: np.ndarray, sims: np.ndarray, exhaustive: bool) -> dict[int, float]:
-    """Per product: the highest of its images' lowest listed similarities (what an unlisted product may score)."""
+def floors(query_products: np.ndarray, lowest: np.ndarray, exhaustive: bool) -> dict[int, float]:
+    """Per product: the highest of its images' lowest listed similarities `lowest` (what an unlisted product may
+    score)."""
     if exhaustive:
         return {}
-    lowest = sims[:, -1]
     order = np.argsort(query_products, kind="stable")
     products, lowest = query_products[order], lowest[order]
     starts = np.flatnonzero(np.r_[True, products[1:] != products[:-1]])

@@ -9,6 +9,7 @@ when the model changes, and when so much changed that recomputing the touched li
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -27,8 +28,20 @@ from replicate_assets.similarity.lists import (
     similar_products,
 )
 
-FULL_ABOVE = 0.2  # recompute more than this share of the products' lists: rebuild them all instead ...
+# Where an increment costs more than a full rebuild (measured: BENCHMARKS.md, "where an increment becomes a
+# rebuild"). An increment's cost is the lists it computes against every image (offers are cheap): about 4.3 ms a
+# list at 100,000 images, growing with the images; a rebuild grows faster (about images^1.5 above the exact size).
+# Rebuild when the lists to compute exceed FULL_ABOVE of the products or LISTS_PER_ROOT x sqrt(images) ...
+FULL_ABOVE = 0.2
+LISTS_PER_ROOT = 30
 FULL_FROM = 1000  # ... in a catalogue of this many products or more (a smaller one is cheap either way)
+
+
+def rebuild_limit(images: int, products: int) -> float:
+    """How many lists an increment may compute against every image before a full rebuild is cheaper."""
+    if products < FULL_FROM:
+        return float("inf")
+    return min(FULL_ABOVE * products, LISTS_PER_ROOT * math.sqrt(images))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +93,8 @@ def update_similarities(schema: Schema, model: str, k: int, full: bool = False) 
     if not reason:
         touched, lists, recomputed = _increment(catalogue, every, store, k, pairs)
         if touched is None:
-            reason = f"more than {FULL_ABOVE:.0%} of the lists changed"
+            limit = rebuild_limit(len(images), len(every))
+            reason = f"{recomputed:,} lists to compute again, more than a rebuild costs (from {limit:,.0f})"
     if reason:
         lists, touched = similar_products(images, k, pairs), None
         lap("compute")
@@ -128,7 +142,8 @@ def _increment(
     catalogue: Catalogue, products: set[int], store: SimilarityStore, k: int, pairs: dict
 ) -> tuple[set[int] | None, Lists | None, int]:
     """The lists that change, their new contents, and how many of them are computed against every image (the
-    rest take offered entries); (None, None, 0) when a full rebuild is cheaper. `products`: the live products."""
+    rest take offered entries); (None, None, that count) when a full rebuild is cheaper. `products`: the live
+    products."""
     images = catalogue.images
     new = set(np.unique(images.products[catalogue.unlisted]).tolist())
     changed = set(np.unique(images.products[catalogue.relisted]).tolist())
@@ -140,8 +155,8 @@ def _increment(
     fresh = new
     # ... and so are the lists of live products that lost an image (their scores can only fall: nothing to offer)
     again = ((store.containing(gone) | catalogue.gone_products) & products) - fresh
-    if len(products) >= FULL_FROM and len(again | fresh) > FULL_ABOVE * len(products):
-        return None, None, 0
+    if len(again | fresh) > rebuild_limit(len(images), len(products)):
+        return None, None, len(again | fresh)
     parts, touched = [], set(catalogue.gone_products)
     if again:
         parts.append(recomputed(images, sorted(again), k, pairs))
