@@ -138,12 +138,24 @@ def recomputed(images: Images, products: list[int], k: int, duplicates: dict | N
 
 
 def new_product_lists(
-    images: Images, fresh: list[int], k: int, kth: dict[int, float], duplicates: dict | None = None
-) -> tuple[Lists, dict[int, list[tuple[int, float]]]]:
-    """The exact lists of the `fresh` products, and per other product the fresh ones that now enter its list:
-    scoring above its K-th score `kth` (any score when its list is not full; scores are symmetric)."""
+    images: Images,
+    fresh: list[int],
+    k: int,
+    kth: dict[int, float],
+    duplicates: dict | None = None,
+    watch: dict[int, set[int]] | None = None,
+) -> tuple[Lists, dict[int, list[tuple[int, float]]], dict[int, dict[int, float]]]:
+    """The exact lists of the `fresh` products (new, or whose images changed), per other product the fresh ones
+    that now enter its list: scoring above its K-th score `kth` (any score when its list is not full; scores are
+    symmetric), and the new scores of the pairs in `watch` (other product -> fresh products its list shows; -inf
+    where one is now a duplicate of it)."""
     partners = _partners(duplicate_pairs(images) if duplicates is None else duplicates)
     parts, offers, floor = [], defaultdict(list), None
+    watched: dict[int, dict[int, float]] = defaultdict(dict)
+    watching: dict[int, list[int]] = defaultdict(list)  # fresh product -> the lists that show it
+    for b, shown in (watch or {}).items():
+        for a in shown:
+            watching[a].append(b)
     for block, targets, scores in score_blocks(images, fresh):
         scores = _masked(block, targets, scores, partners)
         parts.append(_best(block, targets, scores, k))
@@ -154,22 +166,44 @@ def new_product_lists(
         entries = zip(block[rows].tolist(), targets[columns].tolist(), scores[rows, columns].tolist(), strict=True)
         for a, b, score in entries:
             offers[b].append((a, score))
-    return _lists(parts, k), dict(offers)
+        mine = [(a, b) for a in block.tolist() for b in watching.get(a, ())]
+        if mine:
+            rows = np.searchsorted(block, [a for a, _ in mine])
+            columns = np.searchsorted(targets, [b for _, b in mine])
+            for (a, b), score in zip(mine, scores[rows, columns].tolist(), strict=True):
+                watched[b][a] = score
+    return _lists(parts, k), dict(offers), dict(watched)
+
+
+def updated_in_place(
+    current: dict[int, list[tuple[int, float]]],
+    changed: dict[int, dict[int, float]],
+    left: set[int],
+    k: int,
+) -> tuple[Lists, set[int]]:
+    """The lists of `current` (product -> its stored list, best first) with the new scores in `changed` (product ->
+    {other: its new exact score, offered or rescored}) and without the products in `left` (gone, or whose
+    scores changed: their new scores are in `changed`). Returns the lists that stay exact, and the products whose
+    list must be computed again: a full list whose new K-th entry scores below the old K-th (an unlisted product
+    could now rank above it)."""
+    ps, qs, ss, again = [], [], [], set()
+    for product in set(current) | set(changed):
+        old = current.get(product, [])
+        entries = {q: s for q, s in old if q not in left}
+        entries.update({q: s for q, s in changed.get(product, {}).items() if np.isfinite(s)})
+        ranked = sorted(entries.items(), key=lambda entry: (-entry[1], entry[0]))[:k]
+        if len(old) >= k and not (
+            len(ranked) == k and (ranked[-1][1] > old[k - 1][1] or tuple(ranked[-1]) == tuple(old[k - 1]))
+        ):
+            again.add(product)
+            continue
+        for q, s in ranked:
+            ps.append(product), qs.append(q), ss.append(s)
+    lists = Lists(*top(np.asarray(ps, np.int64), np.asarray(qs, np.int64), np.asarray(ss, np.float32), k))
+    return lists, again
 
 
 def _lists(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int) -> Lists:
     if not parts:
         return Lists.empty()
     return Lists(*top(*(np.concatenate([part[i] for part in parts]) for i in range(3)), k))
-
-
-def merged(current: dict[int, list[tuple[int, float]]], offers: dict[int, list[tuple[int, float]]], k: int) -> Lists:
-    """The lists of the products in `offers`: their current entries and the offered ones, top `k`."""
-    ps, qs, ss = [], [], []
-    for product, offered in offers.items():
-        entries = dict(current.get(product, []))
-        for other, score in offered:
-            entries[other] = max(score, entries.get(other, -np.inf))
-        for other, score in entries.items():
-            ps.append(product), qs.append(other), ss.append(score)
-    return Lists(*top(np.asarray(ps, np.int64), np.asarray(qs, np.int64), np.asarray(ss, np.float32), k))

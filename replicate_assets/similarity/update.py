@@ -22,10 +22,10 @@ from replicate_assets.db.vectors import Catalogue, VectorStore
 from replicate_assets.similarity.lists import (
     Lists,
     duplicate_pairs,
-    merged,
     new_product_lists,
     recomputed,
     similar_products,
+    updated_in_place,
 )
 
 # Where an increment costs more than a full rebuild (measured: BENCHMARKS.md, "where an increment becomes a
@@ -142,29 +142,38 @@ def _increment(
     catalogue: Catalogue, products: set[int], store: SimilarityStore, k: int, pairs: dict
 ) -> tuple[set[int] | None, Lists | None, int]:
     """The lists that change, their new contents, and how many of them are computed against every image (the
-    rest take offered entries); (None, None, that count) when a full rebuild is cheaper. `products`: the live
-    products."""
+    rest are updated in place); (None, None, that count) when a full rebuild is cheaper. `products`: the live
+    products.
+
+    Products whose vectors changed (new images, changed ones, an image removed) are scored against every image:
+    that gives their own lists, the lists they now enter (above the list's K-th score), and their new score in
+    every list that shows them. A list that showed a changed or removed product is updated in place when its new
+    K-th entry is still at least its old K-th (no unlisted product can rank above it); else computed again."""
     images = catalogue.images
     new = set(np.unique(images.products[catalogue.unlisted]).tolist())
-    changed = set(np.unique(images.products[catalogue.relisted]).tolist())
-    gone = catalogue.gone_products | changed
-    if not new and not gone:
+    shrunk = catalogue.gone_products & products  # live products that lost an image
+    scored = new | shrunk
+    left = (catalogue.gone_products - products) | scored  # gone, or scored anew: their old scores are stale
+    if not new and not catalogue.gone_products:
         return set(), None, 0
-    # Lists that show a product whose vectors changed or left are computed again. New and changed products get
-    # their own lists, and offer their (new) scores to every other list: a changed image may enter lists too.
-    fresh = new
-    # ... and so are the lists of live products that lost an image (their scores can only fall: nothing to offer)
-    again = ((store.containing(gone) | catalogue.gone_products) & products) - fresh
-    if len(again | fresh) > rebuild_limit(len(images), len(products)):
-        return None, None, len(again | fresh)
-    parts, touched = [], set(catalogue.gone_products)
+    limit = rebuild_limit(len(images), len(products))
+    if len(scored) > limit:
+        return None, None, len(scored)
+    # lists that show a gone or changed product (or a new one: an update killed after writing the lists it took
+    # new products into, before stamping their vectors, leaves them listed and unlisted)
+    showing = store.lists((store.containing(catalogue.gone_products | new) & products) - scored)
+    watch = {b: {q for q, _ in listed if q in scored} for b, listed in showing.items()}
+    own, offers, rescored = new_product_lists(images, sorted(scored), k, store.kth_scores(k), pairs, watch)
+    changes = {b: dict(v) for b, v in offers.items() if b not in scored}
+    for b, found in rescored.items():
+        changes.setdefault(b, {}).update(found)
+    current = {**store.lists(set(changes) - set(showing)), **showing}
+    kept, again = updated_in_place(current, changes, left, k)
+    if len(scored) + len(again) > limit:
+        return None, None, len(scored) + len(again)
+    parts, touched = [own, kept], set(catalogue.gone_products) | scored | (set(current) - again)
     if again:
         parts.append(recomputed(images, sorted(again), k, pairs))
         touched |= again
-    if fresh:
-        own, offers = new_product_lists(images, sorted(fresh), k, store.kth_scores(k), pairs)
-        offers = {b: v for b, v in offers.items() if b not in again}
-        parts += [own, merged(store.lists(offers), offers, k)]
-        touched |= fresh | set(offers)
     lists = Lists(*(np.concatenate([getattr(part, f) for part in parts]) for f in ("p", "q", "s", "rank")))
-    return touched, lists, len(again | fresh)
+    return touched, lists, len(scored) + len(again)
