@@ -356,6 +356,11 @@ def assert_every_good_image_stored(url: str, shop: SampleShop, image_server: Ima
         assert vector == embedding_for(image_server.images[key])
 
 
+def ignore_ctrl_c() -> None:
+    """A `preexec_fn`: the child starts with SIGINT ignored, as a shell's background job does (and Python keeps it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def stop(process: subprocess.Popen, sent: int = signal.SIGTERM, grace: float = 20) -> tuple[str, str]:
     """Stop a server started by a test as a user would (SIGTERM or Ctrl-C); SIGKILL only if it outlives `grace`
     seconds (a loaded CI machine), so a stuck server never hangs the suite. Returns its remaining output."""

@@ -1,5 +1,6 @@
 """`replicate-assets` and `dagster asset materialize` as a user types them, in real subprocesses."""
 
+import signal
 import subprocess
 import time
 
@@ -7,7 +8,7 @@ import dagster as dg
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, make_resources, materialize_chain, run, stop
+from conftest import BIN, DAYS, PROJECT, TODAY, TOKEN, ignore_ctrl_c, make_resources, materialize_chain, run, stop
 
 from replicate_assets.chain import SELECTION
 from replicate_assets.db import engine_for
@@ -64,7 +65,8 @@ def test_migrate_then_status_after_a_run(env, sample, sqlite_url, image_server, 
 
 def test_emulator_command_serves_the_api(tmp_path):
     command = [str(BIN / "replicate-assets"), "emulator", "--port", "0", "--token", TOKEN, "--retention", "0.5"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # started as a shell's background job is (SIGINT ignored): Ctrl-C still stops it
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=ignore_ctrl_c)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
         line = process.stdout.readline()
@@ -82,7 +84,8 @@ def test_emulator_command_serves_the_api(tmp_path):
         removed = requests.get(prediction["urls"]["get"], headers=auth, timeout=5).json()
         assert removed["data_removed"] is True and removed["output"] is None
     finally:
-        stop(process)
+        stop(process, signal.SIGINT)
+    assert process.returncode == 0
 
 
 def embedded_images(url: str) -> set[int]:

@@ -125,6 +125,7 @@ def free_slots(_args: argparse.Namespace) -> int:
 
 
 def emulator(args: argparse.Namespace) -> int:
+    from replicate_assets.cli.demo import stop_on_signals
     from replicate_assets.testing.emulator import Emulator, serve
 
     def ready(running: Emulator) -> None:
@@ -132,6 +133,7 @@ def emulator(args: argparse.Namespace) -> int:
         print(f"  export REPLICATE_BASE_URL={running.base_url}")
         sys.stdout.flush()
 
+    stop_on_signals()
     try:
         serve(
             args.port,

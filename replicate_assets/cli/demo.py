@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,13 @@ from replicate_assets.db import Reports, connect, engine_for
 from replicate_assets.settings import DEFAULT_DATABASE_URL, DEFAULT_EMBEDDINGS_LOG, Settings
 
 DEMO_TOKEN = "r8_demo_token_for_the_local_emulator"
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and `kill` both stop a command that serves in the foreground, also when its parent started it with
+    SIGINT ignored (a shell's background job, a test runner's worker), which Python would otherwise inherit."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
 
 
 def sqlite_url(path: Path) -> str:
@@ -137,6 +145,7 @@ def serve_until_interrupted(env: dict[str, str]) -> None:
     print(f"The page with pictures ({DEMO_PAGE}, /review), in a third:")
     print("  " + " ".join(f"{name}={env[name]}" for name in page) + " .venv/bin/replicate-assets serve")
     sys.stdout.flush()
+    stop_on_signals()
     try:
         while True:
             time.sleep(3600)
